@@ -1,0 +1,130 @@
+/*
+ * store.h - the manager's SQLite store: model objects, the Lamport clock,
+ * the outbox of messages not yet acknowledged by the broker, the sites seen
+ * and the event IDs already handled.
+ *
+ * The only module that talks to sqlite3. One connection, used from the loop
+ * thread only; WAL, synchronous=NORMAL; every statement prepared once and
+ * reused with bound parameters. Writes that must happen together are
+ * wrapped by the caller in cfm_store_begin()/cfm_store_commit().
+ */
+#ifndef CFM_STORE_H
+#define CFM_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "obj.h"
+
+struct cfm_store;
+
+/* Opens (creating if needed) the database at path, sets WAL and
+ * synchronous=NORMAL, and migrates the schema to the current version
+ * (PRAGMA user_version). A database from a newer cfm is refused. On success
+ * *out is a new store freed with cfm_store_close(). On failure why carries
+ * sqlite's message. */
+enum cfm_err cfm_store_open(const char *path, struct cfm_store **out, struct cfm_why *why);
+
+/* Finalizes every statement and closes the database; NULL is allowed. */
+void cfm_store_close(struct cfm_store *st);
+
+/* The schema version this build writes. */
+int cfm_store_schema_version(void);
+
+/* Transactions (not nested): BEGIN IMMEDIATE / COMMIT / ROLLBACK.
+ * rollback is NULL-safe and harmless outside a transaction. */
+enum cfm_err cfm_store_begin(struct cfm_store *st);
+enum cfm_err cfm_store_commit(struct cfm_store *st);
+void cfm_store_rollback(struct cfm_store *st);
+
+/* --- model objects ---------------------------------------------------- */
+
+/* Loads one object (tombstones included). *out is new; caller frees it.
+ * CFM_ENOTFOUND when absent. */
+enum cfm_err cfm_store_get(struct cfm_store *st, const char *system, enum cfm_kind kind,
+                           const char *id, struct cfm_obj **out);
+
+/* Inserts or replaces the object with the same (system, kind, id).
+ * obj is borrowed. No version check: the caller decides who wins. */
+enum cfm_err cfm_store_put(struct cfm_store *st, const struct cfm_obj *obj);
+
+/* Which objects cfm_store_each visits. NULL/negative fields mean "any". */
+struct cfm_store_filter {
+    const char *system;     /* NULL: every system */
+    int kind;               /* an enum cfm_kind, or -1 for every kind */
+    bool include_deleted;   /* visit tombstones too */
+};
+
+/* Called for each object; obj is borrowed and valid only during the call.
+ * Return false to stop early. */
+typedef bool (*cfm_store_obj_fn)(void *arg, const struct cfm_obj *obj);
+
+/* Visits objects matching f in (system, kind, id) order. A row whose body
+ * does not parse is skipped with a logged warning, never passed on. */
+enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter *f,
+                            cfm_store_obj_fn fn, void *arg);
+
+/* --- Lamport clock ---------------------------------------------------- */
+
+/* Reads the persisted clock (0 in a new store). */
+enum cfm_err cfm_store_clock_get(struct cfm_store *st, uint64_t *out);
+
+/* Persists the clock; call it inside the transaction of the write it orders. */
+enum cfm_err cfm_store_clock_set(struct cfm_store *st, uint64_t value);
+
+/* --- outbox: messages committed with the state they describe ---------- */
+
+struct cfm_outmsg {
+    int64_t seq;            /* assigned by the store, increasing */
+    const char *topic;
+    const void *payload;
+    size_t len;
+    int qos;
+    bool retain;
+    uint32_t expiry_s;      /* MQTT 5 message expiry interval; 0 = none */
+};
+
+/* Appends msg (borrowed; its seq is ignored) and writes the new seq to
+ * *seq_out (may be NULL). */
+enum cfm_err cfm_store_outbox_add(struct cfm_store *st, const struct cfm_outmsg *msg,
+                                  int64_t *seq_out);
+
+/* Removes the message with seq (acknowledged). Removing an absent seq is OK. */
+enum cfm_err cfm_store_outbox_remove(struct cfm_store *st, int64_t seq);
+
+/* Visits every queued message in seq order; msg is valid only during the
+ * call; return false to stop. */
+typedef bool (*cfm_store_outbox_fn)(void *arg, const struct cfm_outmsg *msg);
+enum cfm_err cfm_store_outbox_each(struct cfm_store *st, cfm_store_outbox_fn fn, void *arg);
+
+/* Number of queued messages. */
+enum cfm_err cfm_store_outbox_count(struct cfm_store *st, int64_t *out);
+
+/* --- sites seen on the bus ------------------------------------------- */
+
+struct cfm_site_rec {
+    const char *site;
+    const char *state;      /* "online" | "offline" */
+    const char *last_seen;  /* RFC 3339: last time it was seen online */
+    const char *status;     /* the last status payload (JSON text) */
+};
+
+/* Inserts or replaces the record of rec->site (borrowed). */
+enum cfm_err cfm_store_site_put(struct cfm_store *st, const struct cfm_site_rec *rec);
+
+/* Loads one site; strings in *out are valid only during fn. */
+typedef bool (*cfm_store_site_fn)(void *arg, const struct cfm_site_rec *rec);
+
+/* Visits every site in name order. */
+enum cfm_err cfm_store_site_each(struct cfm_store *st, cfm_store_site_fn fn, void *arg);
+
+/* --- events already handled (effectively-once delivery) -------------- */
+
+/* Records event id as handled. *already is set true (and nothing changes)
+ * when the id was recorded before. */
+enum cfm_err cfm_store_event_mark(struct cfm_store *st, const char *id, const char *system,
+                                  const char *type, bool *already);
+
+#endif

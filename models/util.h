@@ -1,0 +1,28 @@
+/*
+ * util.h - small helpers every part of cfm uses: time stamps and random IDs.
+ */
+#ifndef CFM_UTIL_H
+#define CFM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "err.h"
+#include "limits.h"
+
+/* Writes the current UTC time as RFC 3339 with milliseconds
+ * ("2026-11-22T10:00:00.123Z") into buf of CFM_TIME_LEN bytes. */
+void cfm_time_now(char buf[CFM_TIME_LEN]);
+
+/* Milliseconds since the Unix epoch (wall clock). */
+int64_t cfm_time_ms(void);
+
+/* Parses an RFC 3339 UTC time as written by cfm_time_now (fraction optional)
+ * into milliseconds since the epoch. Returns CFM_EINVAL if malformed. */
+enum cfm_err cfm_time_parse(const char *text, int64_t *out_ms);
+
+#define CFM_UUID_LEN 37
+/* Writes a random (version 4) UUID in lowercase hex with dashes. Returns
+ * CFM_EIO when no randomness could be had. */
+enum cfm_err cfm_uuid(char out[CFM_UUID_LEN]);
+
+#endif
