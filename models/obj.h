@@ -18,7 +18,7 @@
 
 #include "err.h"
 #include "kind.h"
-#include "limits.h"
+#include "bounds.h"
 
 /* Versions stay below 2^53 so every JSON reader holds them exactly. */
 #define CFM_MAX_VERSION ((uint64_t)1 << 53)

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 #include "err.h"
-#include "limits.h"
+#include "bounds.h"
 
 #define CFM_TOPIC_ROOT "cfm/v1"
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "err.h"
-#include "limits.h"
+#include "bounds.h"
 
 /* Writes the current UTC time as RFC 3339 with milliseconds
  * ("2026-11-22T10:00:00.123Z") into buf of CFM_TIME_LEN bytes. */

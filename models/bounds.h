@@ -1,9 +1,9 @@
 /*
- * limits.h - every bound of cfm in one place. Input over a limit is refused
+ * bounds.h - every bound of cfm in one place. Input over a limit is refused
  * at the edge with an error naming the limit.
  */
-#ifndef CFM_LIMITS_H
-#define CFM_LIMITS_H
+#ifndef CFM_BOUNDS_H
+#define CFM_BOUNDS_H
 
 #define CFM_MAX_ID          64          /* site, system, kind and object IDs */
 #define CFM_MAX_PAYLOAD     (1u << 20)  /* any MQTT payload, any system file */
