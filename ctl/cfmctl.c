@@ -1,1 +1,615 @@
-int main(void) { return 0; }
+/*
+ * cfmctl.c - the operator's CLI. It talks to managers over MQTT only: a
+ * request on cfm/v1/site/<site>/ctl/req with an MQTT 5 response topic of
+ * its own and random correlation data, then the matching answer. Events are
+ * published directly (QoS 1, waiting for the broker's PUBACK).
+ *
+ * A short-lived client, so it runs libmosquitto's own blocking loop with a
+ * deadline rather than an event loop. Exit status: 0 success, 1 failure
+ * (with a one-line reason), 2 usage error.
+ */
+#include <errno.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bounds.h"
+#include "event.h"
+#include "id.h"
+#include "kind.h"
+#include "sysdesc.h"
+#include "topic.h"
+#include "util.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+#define MAX_RESPONSE (64u << 20)
+
+static const char usage[] =
+    "usage: cfmctl [-b HOST:PORT] [-s SITE] [-t SECONDS] [-u USER -P PASSWORD_FILE] [--json]\n"
+    "              COMMAND\n"
+    "commands:\n"
+    "  system load FILE              load (create or update) a system description\n"
+    "  system list                   list the systems the site holds\n"
+    "  system show ID                show a system and its objects\n"
+    "  objects list [--system ID] [--kind KIND] [--deleted]\n"
+    "  sites list                    sites of the federation, online or offline\n"
+    "  event publish SYSTEM TYPE [PAYLOAD-JSON]\n"
+    "  ping                          ask the site's manager whether it is there\n"
+    "defaults: -b $CFM_BROKER or 127.0.0.1:1883, -s $CFM_SITE, -t 5\n";
+
+struct ctl {
+    char host[256];
+    int port;
+    const char *site;
+    const char *user;
+    char password[257];
+    double timeout_s;
+    bool json;
+
+    struct mosquitto *mosq;
+    char client_id[48];
+    char res_topic[CFM_MAX_TOPIC + 1];
+    unsigned char corr[16];
+    bool connected, subscribed, acked, answered;
+    int connect_rc;
+    int pub_mid;
+    char *answer;
+    size_t answer_len;
+};
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("cfmctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --- MQTT ------------------------------------------------------------ */
+
+static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
+                       const mosquitto_property *p)
+{
+    struct ctl *c = arg;
+
+    (void)m;
+    (void)flags;
+    (void)p;
+    c->connect_rc = rc;
+    c->connected = rc == 0;
+}
+
+static void on_subscribe(struct mosquitto *m, void *arg, int mid, int n, const int *qos,
+                         const mosquitto_property *p)
+{
+    struct ctl *c = arg;
+
+    (void)m;
+    (void)mid;
+    (void)p;
+    c->subscribed = n > 0 && qos[0] < 0x80;
+    if (!c->subscribed)
+        die(EXIT_FAIL, "the broker refused the subscription to %s (ACL?)", c->res_topic);
+}
+
+static void on_publish(struct mosquitto *m, void *arg, int mid, int reason,
+                       const mosquitto_property *p)
+{
+    struct ctl *c = arg;
+
+    (void)m;
+    (void)p;
+    if (mid != c->pub_mid)
+        return;
+    if (reason >= 0x80)
+        die(EXIT_FAIL, "the broker refused the message: %s", mosquitto_reason_string(reason));
+    c->acked = true;
+}
+
+static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg,
+                       const mosquitto_property *p)
+{
+    struct ctl *c = arg;
+    void *corr = NULL;
+    uint16_t corr_len = 0;
+
+    (void)m;
+    mosquitto_property_read_binary(p, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+    if (corr && corr_len == sizeof c->corr && memcmp(corr, c->corr, sizeof c->corr) == 0 &&
+        !c->answered && (size_t)msg->payloadlen <= MAX_RESPONSE) {
+        c->answer = malloc((size_t)msg->payloadlen + 1);
+        if (!c->answer)
+            die(EXIT_FAIL, "out of memory");
+        memcpy(c->answer, msg->payload, (size_t)msg->payloadlen);
+        c->answer[msg->payloadlen] = '\0';
+        c->answer_len = (size_t)msg->payloadlen;
+        c->answered = true;
+    }
+    free(corr);
+}
+
+/* Runs the client loop until *flag is set or the deadline passes. */
+static bool run_until(struct ctl *c, const bool *flag, double deadline)
+{
+    while (!*flag) {
+        double left = deadline - now_s();
+        if (left <= 0)
+            return false;
+        int rc = mosquitto_loop(c->mosq, left > 0.1 ? 100 : (int)(left * 1000) + 1, 1);
+        if (rc != MOSQ_ERR_SUCCESS && !*flag)
+            die(EXIT_FAIL, "lost the broker %s:%d: %s", c->host, c->port,
+                rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    }
+    return true;
+}
+
+static void connect_broker(struct ctl *c, double deadline)
+{
+    unsigned char r[6];
+    int rc;
+
+    if (RAND_bytes(r, sizeof r) != 1 || RAND_bytes(c->corr, sizeof c->corr) != 1)
+        die(EXIT_FAIL, "no randomness available");
+    snprintf(c->client_id, sizeof c->client_id, "cfmctl-%02x%02x%02x%02x%02x%02x", r[0], r[1],
+             r[2], r[3], r[4], r[5]);
+    c->mosq = mosquitto_new(c->client_id, true, c);
+    if (!c->mosq)
+        die(EXIT_FAIL, "cannot create an MQTT client");
+    mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(c->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    if (c->user)
+        mosquitto_username_pw_set(c->mosq, c->user, c->password[0] ? c->password : NULL);
+    mosquitto_connect_v5_callback_set(c->mosq, on_connect);
+    mosquitto_subscribe_v5_callback_set(c->mosq, on_subscribe);
+    mosquitto_publish_v5_callback_set(c->mosq, on_publish);
+    mosquitto_message_v5_callback_set(c->mosq, on_message);
+    rc = mosquitto_connect_bind_v5(c->mosq, c->host, c->port, 30, NULL, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        die(EXIT_FAIL, "cannot connect to the broker %s:%d: %s", c->host, c->port,
+            rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    c->connect_rc = -1; /* on_connect sets the CONNACK reason code (>= 0) */
+    while (c->connect_rc < 0) {
+        if (now_s() >= deadline)
+            die(EXIT_FAIL, "the broker %s:%d did not answer within %g s", c->host, c->port,
+                c->timeout_s);
+        rc = mosquitto_loop(c->mosq, 100, 1);
+        if (rc != MOSQ_ERR_SUCCESS && c->connect_rc < 0)
+            die(EXIT_FAIL, "the broker %s:%d closed the connection: %s", c->host, c->port,
+                mosquitto_strerror(rc));
+    }
+    if (!c->connected)
+        die(EXIT_FAIL, "the broker %s:%d refused the connection: %s", c->host, c->port,
+            mosquitto_reason_string(c->connect_rc));
+}
+
+static void publish(struct ctl *c, const char *topic, const char *payload, bool with_response)
+{
+    mosquitto_property *props = NULL;
+    int rc;
+
+    if (with_response) {
+        mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, c->res_topic);
+        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, c->corr,
+                                      sizeof c->corr);
+    }
+    rc = mosquitto_publish_v5(c->mosq, &c->pub_mid, topic, (int)strlen(payload), payload, 1,
+                              false, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS)
+        die(EXIT_FAIL, "cannot publish on %s: %s", topic, mosquitto_strerror(rc));
+}
+
+/* Sends {"op": op, "args": args} (args stolen) to the site's manager and
+ * returns the result (new reference); dies with the manager's error. */
+static json_t *request(struct ctl *c, const char *op, json_t *args)
+{
+    double deadline = now_s() + c->timeout_s;
+    char topic[CFM_MAX_TOPIC + 1];
+    struct cfm_why why = {{0}};
+    json_error_t jerr;
+    json_t *req, *res, *result;
+    char *text;
+
+    if (!c->site)
+        die(EXIT_USAGE, "no site given: use -s SITE or set CFM_SITE");
+    if (cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, c->site, NULL, NULL, &why) !=
+        CFM_OK)
+        die(EXIT_USAGE, "-s: %s", why.text);
+    req = json_pack("{s:s, s:o}", "op", op, "args", args ? args : json_object());
+    text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!text)
+        die(EXIT_FAIL, "out of memory");
+    if (strlen(text) > CFM_MAX_PAYLOAD)
+        die(EXIT_FAIL, "the request is %zu bytes; the limit is %u", strlen(text),
+            CFM_MAX_PAYLOAD);
+
+    connect_broker(c, deadline);
+    cfm_topic_build(c->res_topic, sizeof c->res_topic, CFM_TOPIC_CTL_RES, c->client_id, NULL,
+                    NULL, NULL);
+    if (mosquitto_subscribe_v5(c->mosq, NULL, c->res_topic, 1, 0, NULL) != MOSQ_ERR_SUCCESS ||
+        !run_until(c, &c->subscribed, deadline))
+        die(EXIT_FAIL, "the broker did not confirm the subscription to %s", c->res_topic);
+    publish(c, topic, text, true);
+    free(text);
+    if (!run_until(c, &c->answered, deadline))
+        die(EXIT_FAIL, "no manager answered for site %s within %g s", c->site, c->timeout_s);
+    res = json_loadb(c->answer, c->answer_len, 0, &jerr);
+    if (!res || !json_is_object(res))
+        die(EXIT_FAIL, "the manager of %s sent a malformed answer", c->site);
+    if (!json_is_true(json_object_get(res, "ok")))
+        die(EXIT_FAIL, "%s", json_string_value(json_object_get(res, "error"))
+                                 ? json_string_value(json_object_get(res, "error"))
+                                 : "the request failed");
+    result = json_incref(json_object_get(res, "result"));
+    json_decref(res);
+    return result;
+}
+
+/* --- output ----------------------------------------------------------- */
+
+static void print_json(json_t *j)
+{
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+
+    if (text)
+        puts(text);
+    free(text);
+}
+
+static const char *str(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s && *s ? s : "-";
+}
+
+static void print_objects(json_t *arr, bool with_system)
+{
+    size_t i;
+    json_t *o;
+
+    if (with_system)
+        printf("%-12s ", "SYSTEM");
+    printf("%-30s %-16s %8s %-12s %-24s%s\n", "KIND", "ID", "VERSION", "ORIGIN", "UPDATED", "");
+    json_array_foreach(arr, i, o) {
+        if (with_system)
+            printf("%-12s ", str(o, "system"));
+        printf("%-30s %-16s %8lld %-12s %-24s%s\n", str(o, "kind"), str(o, "id"),
+               (long long)json_integer_value(json_object_get(o, "version")), str(o, "origin"),
+               str(o, "updated"), json_is_true(json_object_get(o, "deleted")) ? " deleted" : "");
+    }
+}
+
+static char *join_sites(json_t *sites, char *buf, size_t len)
+{
+    size_t i, used = 0;
+    json_t *s;
+
+    buf[0] = '\0';
+    json_array_foreach(sites, i, s) {
+        int n = snprintf(buf + used, len - used, "%s%s", i ? "," : "",
+                         json_string_value(s) ? json_string_value(s) : "?");
+        if (n < 0 || (size_t)n >= len - used)
+            break;
+        used += (size_t)n;
+    }
+    return buf;
+}
+
+/* --- commands ---------------------------------------------------------- */
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long size;
+
+    if (!f)
+        die(EXIT_FAIL, "%s: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        die(EXIT_FAIL, "%s: cannot read its size", path);
+    if ((unsigned long)size > CFM_MAX_PAYLOAD)
+        die(EXIT_FAIL, "%s: %ld bytes; the limit is %u", path, size, CFM_MAX_PAYLOAD);
+    buf = malloc((size_t)size + 1);
+    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size)
+        die(EXIT_FAIL, "%s: cannot read it", path);
+    fclose(f);
+    buf[size] = '\0';
+    *len = (size_t)size;
+    return buf;
+}
+
+static int cmd_system_load(struct ctl *c, const char *path)
+{
+    struct cfm_sysdesc *desc = NULL;
+    struct cfm_why why = {{0}};
+    size_t len;
+    char *text = read_file(path, &len);
+    json_t *res;
+
+    /* Check here first: the answer names the position at once, without a round trip. */
+    if (cfm_sysdesc_parse(text, len, &desc, &why) != CFM_OK)
+        die(EXIT_FAIL, "%s: %s", path, why.text);
+    cfm_sysdesc_free(desc);
+    res = request(c, "system.load", json_pack("{s:s, s:s%}", "file", path, "text", text, len));
+    free(text);
+    if (c->json)
+        print_json(res);
+    else
+        printf("loaded system %s at %s: %lld created, %lld updated, %lld deleted, %lld "
+               "unchanged\n",
+               str(res, "system"), c->site,
+               (long long)json_integer_value(json_object_get(res, "created")),
+               (long long)json_integer_value(json_object_get(res, "updated")),
+               (long long)json_integer_value(json_object_get(res, "deleted")),
+               (long long)json_integer_value(json_object_get(res, "unchanged")));
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_system_list(struct ctl *c)
+{
+    json_t *res = request(c, "system.list", NULL);
+    char sites[512];
+    size_t i;
+    json_t *o;
+
+    if (c->json) {
+        print_json(res);
+    } else {
+        printf("%-16s %-24s %-24s %-10s %8s %-10s\n", "ID", "NAME", "SITES", "PRIMARY",
+               "VERSION", "ORIGIN");
+        json_array_foreach(res, i, o) {
+            json_t *body = json_object_get(o, "body");
+            printf("%-16s %-24s %-24s %-10s %8lld %-10s\n", str(o, "id"), str(body, "name"),
+                   join_sites(json_object_get(body, "sites"), sites, sizeof sites),
+                   str(body, "primary"),
+                   (long long)json_integer_value(json_object_get(o, "version")),
+                   str(o, "origin"));
+        }
+    }
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_system_show(struct ctl *c, const char *id)
+{
+    json_t *res = request(c, "system.show", json_pack("{s:s}", "id", id));
+    json_t *sys = json_object_get(res, "system"), *body = json_object_get(sys, "body");
+    char sites[512];
+
+    if (c->json) {
+        print_json(res);
+    } else {
+        printf("system   %s (%s)\n", str(sys, "id"), str(body, "name"));
+        printf("sites    %s (primary %s, standby %s)\n",
+               join_sites(json_object_get(body, "sites"), sites, sizeof sites),
+               str(body, "primary"), str(body, "standby"));
+        printf("version  %lld from %s at %s\n\n",
+               (long long)json_integer_value(json_object_get(sys, "version")), str(sys, "origin"),
+               str(sys, "updated"));
+        print_objects(json_object_get(res, "objects"), false);
+    }
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_objects_list(struct ctl *c, int argc, char **argv)
+{
+    json_t *args = json_object(), *res;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--system") == 0 && i + 1 < argc)
+            json_object_set_new(args, "system", json_string(argv[++i]));
+        else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc)
+            json_object_set_new(args, "kind", json_string(argv[++i]));
+        else if (strcmp(argv[i], "--deleted") == 0)
+            json_object_set_new(args, "deleted", json_true());
+        else
+            die(EXIT_USAGE, "objects list: unexpected '%s'\n%s", argv[i], usage);
+    }
+    res = request(c, "objects.list", args);
+    if (c->json)
+        print_json(res);
+    else
+        print_objects(res, true);
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_sites_list(struct ctl *c)
+{
+    json_t *res = request(c, "sites.list", NULL);
+    size_t i;
+    json_t *o;
+
+    if (c->json) {
+        print_json(res);
+    } else {
+        printf("%-16s %-8s %-24s\n", "SITE", "STATE", "LAST-SEEN");
+        json_array_foreach(res, i, o)
+            printf("%-16s %-8s %-24s\n", str(o, "site"), str(o, "state"), str(o, "last_seen"));
+    }
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_ping(struct ctl *c)
+{
+    json_t *res = request(c, "ping", NULL);
+
+    if (c->json)
+        print_json(res);
+    else
+        printf("site %s answered\n", str(res, "site"));
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_event_publish(struct ctl *c, const char *system, const char *type,
+                             const char *payload_text)
+{
+    double deadline = now_s() + c->timeout_s;
+    char topic[CFM_MAX_TOPIC + 1];
+    struct cfm_why why = {{0}};
+    json_error_t jerr;
+    json_t *payload = NULL, *ev;
+    char *text;
+    char origin[CFM_MAX_ID + 1];
+
+    if (cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, system, type, NULL, &why) != CFM_OK)
+        die(EXIT_USAGE, "event publish: %s", why.text);
+    if (payload_text) {
+        payload = json_loads(payload_text, JSON_REJECT_DUPLICATES, &jerr);
+        if (!payload)
+            die(EXIT_USAGE, "event publish: payload is not JSON: column %d: %s", jerr.column,
+                jerr.text);
+        if (!json_is_object(payload))
+            die(EXIT_USAGE, "event publish: payload must be a JSON object");
+    }
+    snprintf(origin, sizeof origin, "%s", c->site && cfm_id_valid(c->site) ? c->site : "cfmctl");
+    ev = cfm_event_new(system, type, origin, payload);
+    text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+    if (!text)
+        die(EXIT_FAIL, "out of memory");
+    connect_broker(c, deadline);
+    publish(c, topic, text, false);
+    if (!run_until(c, &c->acked, deadline))
+        die(EXIT_FAIL, "the broker did not acknowledge the event within %g s", c->timeout_s);
+    if (c->json)
+        print_json(ev);
+    else
+        printf("published event %s on %s (id %s)\n", type, system,
+               json_string_value(json_object_get(ev, "id")));
+    free(text);
+    json_decref(ev);
+    return 0;
+}
+
+static void parse_broker(struct ctl *c, const char *text)
+{
+    const char *colon = strrchr(text, ':');
+    size_t n = colon ? (size_t)(colon - text) : strlen(text);
+    char *end;
+    long port;
+
+    if (n == 0 || n >= sizeof c->host)
+        die(EXIT_USAGE, "-b: '%s' is not HOST:PORT", text);
+    memcpy(c->host, text, n);
+    c->host[n] = '\0';
+    if (colon) {
+        errno = 0;
+        port = strtol(colon + 1, &end, 10);
+        if (errno || *end || port < 1 || port > 65535)
+            die(EXIT_USAGE, "-b: '%s' is not a port from 1 to 65535", colon + 1);
+        c->port = (int)port;
+    }
+}
+
+static void read_password(struct ctl *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        die(EXIT_USAGE, "-P: %s: %s", path, strerror(errno));
+    n = fread(c->password, 1, sizeof c->password - 1, f);
+    fclose(f);
+    c->password[n] = '\0';
+    while (n > 0 && (c->password[n - 1] == '\n' || c->password[n - 1] == '\r'))
+        c->password[--n] = '\0';
+}
+
+int main(int argc, char **argv)
+{
+    struct ctl c;
+    int i, rc = EXIT_USAGE;
+    const char *env;
+
+    memset(&c, 0, sizeof c);
+    snprintf(c.host, sizeof c.host, "127.0.0.1");
+    c.port = 1883;
+    c.timeout_s = 5;
+    c.site = getenv("CFM_SITE");
+    if ((env = getenv("CFM_BROKER")) && *env)
+        parse_broker(&c, env);
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+        const char *opt = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(opt, "--json") == 0) {
+            c.json = true;
+            continue;
+        }
+        if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (!val)
+            die(EXIT_USAGE, "%s needs a value\n%s", opt, usage);
+        i++;
+        if (strcmp(opt, "-b") == 0)
+            parse_broker(&c, val);
+        else if (strcmp(opt, "-s") == 0)
+            c.site = val;
+        else if (strcmp(opt, "-u") == 0)
+            c.user = val;
+        else if (strcmp(opt, "-P") == 0)
+            read_password(&c, val);
+        else if (strcmp(opt, "-t") == 0) {
+            char *end;
+            c.timeout_s = strtod(val, &end);
+            if (*end || !(c.timeout_s > 0 && c.timeout_s <= 3600))
+                die(EXIT_USAGE, "-t: '%s' is not a number of seconds from 0 to 3600", val);
+        } else
+            die(EXIT_USAGE, "unknown option %s\n%s", opt, usage);
+    }
+    argc -= i;
+    argv += i;
+    mosquitto_lib_init();
+#define IS(n, a, b) (argc >= (n) && strcmp(argv[0], a) == 0 && strcmp(argv[1], b) == 0)
+    if (IS(3, "system", "load") && argc == 3)
+        rc = cmd_system_load(&c, argv[2]);
+    else if (IS(2, "system", "list") && argc == 2)
+        rc = cmd_system_list(&c);
+    else if (IS(3, "system", "show") && argc == 3)
+        rc = cmd_system_show(&c, argv[2]);
+    else if (IS(2, "objects", "list"))
+        rc = cmd_objects_list(&c, argc - 2, argv + 2);
+    else if (IS(2, "sites", "list") && argc == 2)
+        rc = cmd_sites_list(&c);
+    else if (IS(4, "event", "publish") && argc <= 5)
+        rc = cmd_event_publish(&c, argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+    else if (argc == 1 && strcmp(argv[0], "ping") == 0)
+        rc = cmd_ping(&c);
+    else
+        die(EXIT_USAGE, "unknown or incomplete command\n%s", usage);
+#undef IS
+    if (c.mosq) {
+        mosquitto_disconnect(c.mosq);
+        mosquitto_loop(c.mosq, 100, 1);
+        mosquitto_destroy(c.mosq);
+    }
+    free(c.answer);
+    mosquitto_lib_cleanup();
+    return rc;
+}

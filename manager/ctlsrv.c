@@ -1,1 +1,215 @@
-/* placeholder while the module is written */
+/*
+ * ctlsrv.c - the manager's side of cfmctl. Each operation validates its
+ * arguments, reads or writes through the store and the replica, and returns
+ * a result object; every failure becomes {"ok": false, "error": ...} naming
+ * what was wrong. Nothing here can be reached except through a request on
+ * this site's ctl topic.
+ */
+#include "ctlsrv.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "health.h"
+#include "id.h"
+#include "kind.h"
+#include "bounds.h"
+#include "log.h"
+#include "sysdesc.h"
+
+static json_t *fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static json_t *fail(const char *fmt, ...)
+{
+    char text[CFM_WHY_MAX + 128];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    return json_pack("{s:b, s:s}", "ok", 0, "error", text);
+}
+
+static json_t *ok(json_t *result)
+{
+    if (!result)
+        return fail("out of memory");
+    return json_pack("{s:b, s:o}", "ok", 1, "result", result);
+}
+
+/* Reads an optional string argument that must be an ID. */
+static bool id_arg(json_t *args, const char *key, const char **out, json_t **err)
+{
+    json_t *v = json_object_get(args, key);
+    struct cfm_why why;
+
+    *out = NULL;
+    if (!v)
+        return true;
+    if (!json_is_string(v)) {
+        *err = fail("argument '%s' must be a string", key);
+        return false;
+    }
+    if (cfm_id_check(json_string_value(v), key, &why) != CFM_OK) {
+        *err = fail("%s", why.text);
+        return false;
+    }
+    *out = json_string_value(v);
+    return true;
+}
+
+static bool append_obj(void *arg, const struct cfm_obj *obj)
+{
+    json_array_append_new(arg, cfm_obj_to_json(obj));
+    return true;
+}
+
+static json_t *op_ping(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    (void)args;
+    return ok(json_pack("{s:s, s:I}", "site", ctx->site, "pending",
+                        (json_int_t)cfm_replica_pending(ctx->replica)));
+}
+
+static json_t *op_system_load(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *file = json_string_value(json_object_get(args, "file"));
+    json_t *text = json_object_get(args, "text");
+    struct cfm_sysdesc *desc = NULL;
+    struct cfm_load_result res;
+    struct cfm_why why = {{0}};
+    json_t *reply;
+
+    if (!file)
+        file = "system description";
+    if (!json_is_string(text))
+        return fail("argument 'text' (the file's content) must be a string");
+    if (cfm_sysdesc_parse(json_string_value(text), json_string_length(text), &desc, &why) !=
+        CFM_OK)
+        return fail("%s: %s", file, why.text);
+    if (cfm_replica_load(ctx->replica, desc, &res, &why) != CFM_OK)
+        reply = fail("%s: %s", file, why.text);
+    else {
+        cfm_info("ctl", "loaded system %s from %s: %zu created, %zu updated, %zu deleted, "
+                 "%zu unchanged", desc->id, file, res.created, res.updated, res.deleted,
+                 res.unchanged);
+        reply = ok(json_pack("{s:s, s:I, s:I, s:I, s:I}", "system", desc->id, "created",
+                             (json_int_t)res.created, "updated", (json_int_t)res.updated,
+                             "deleted", (json_int_t)res.deleted, "unchanged",
+                             (json_int_t)res.unchanged));
+    }
+    cfm_sysdesc_free(desc);
+    return reply;
+}
+
+static json_t *list_objects(const struct cfm_ctl_ctx *ctx, const char *system, int kind,
+                            bool deleted)
+{
+    struct cfm_store_filter f = {.system = system, .kind = kind, .include_deleted = deleted};
+    json_t *arr = json_array();
+
+    if (!arr || cfm_store_each(ctx->st, &f, append_obj, arr) != CFM_OK) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static json_t *op_system_list(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    json_t *arr = list_objects(ctx, NULL, CFM_KIND_BUSINESS_SYSTEM, false);
+
+    (void)args;
+    return arr ? ok(arr) : fail("store error");
+}
+
+static json_t *op_system_show(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *id;
+    json_t *err = NULL, *objs;
+    struct cfm_obj *sys = NULL;
+    json_t *reply;
+
+    if (!id_arg(args, "id", &id, &err))
+        return err;
+    if (!id)
+        return fail("argument 'id' (the system) is required");
+    if (cfm_store_get(ctx->st, id, CFM_KIND_BUSINESS_SYSTEM, id, &sys) != CFM_OK ||
+        sys->deleted) {
+        cfm_obj_free(sys);
+        return fail("no system '%s' at site %s", id, ctx->site);
+    }
+    objs = list_objects(ctx, id, -1, false);
+    reply = objs ? ok(json_pack("{s:o, s:o}", "system", cfm_obj_to_json(sys), "objects", objs))
+                 : fail("store error");
+    cfm_obj_free(sys);
+    return reply;
+}
+
+static json_t *op_objects_list(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *system, *kind_name = json_string_value(json_object_get(args, "kind"));
+    json_t *err = NULL, *arr;
+    enum cfm_kind kind;
+    struct cfm_why why;
+
+    if (!id_arg(args, "system", &system, &err))
+        return err;
+    if (kind_name && cfm_kind_parse(kind_name, &kind, &why) != CFM_OK)
+        return fail("%s", why.text);
+    arr = list_objects(ctx, system, kind_name ? (int)kind : -1,
+                       json_is_true(json_object_get(args, "deleted")));
+    return arr ? ok(arr) : fail("store error");
+}
+
+static json_t *op_sites_list(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    json_t *arr = cfm_health_sites(ctx->st);
+
+    (void)args;
+    return arr ? ok(arr) : fail("store error");
+}
+
+static const struct {
+    const char *name;
+    json_t *(*fn)(const struct cfm_ctl_ctx *ctx, json_t *args);
+} ops[] = {
+    {"ping", op_ping},
+    {"system.load", op_system_load},
+    {"system.list", op_system_list},
+    {"system.show", op_system_show},
+    {"objects.list", op_objects_list},
+    {"sites.list", op_sites_list},
+};
+
+json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, size_t len)
+{
+    json_error_t jerr;
+    json_t *req, *args, *reply = NULL, *empty = NULL;
+    const char *op;
+
+    if (len > CFM_MAX_PAYLOAD)
+        return fail("request is %zu bytes; the limit is %u", len, CFM_MAX_PAYLOAD);
+    req = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!req)
+        return fail("request is not JSON: line %d, column %d: %s", jerr.line, jerr.column,
+                    jerr.text);
+    op = json_string_value(json_object_get(req, "op"));
+    args = json_object_get(req, "args");
+    if (!json_is_object(req) || !op)
+        reply = fail("request needs {\"op\": string, \"args\": object}");
+    else if (args && !json_is_object(args))
+        reply = fail("'args' must be an object");
+    if (!args)
+        args = empty = json_object();
+    for (size_t i = 0; !reply && i < sizeof ops / sizeof ops[0]; i++)
+        if (strcmp(op, ops[i].name) == 0)
+            reply = ops[i].fn(ctx, args);
+    if (!reply)
+        reply = fail("unknown op '%.64s' (known: ping, system.load, system.list, system.show, "
+                     "objects.list, sites.list)",
+                     op);
+    json_decref(empty);
+    json_decref(req);
+    return reply;
+}

@@ -1,1 +1,100 @@
-/* placeholder while the module is written */
+/*
+ * health.c - the sites seen on the bus. A status is "online" or "offline"
+ * (the Last Will a broker publishes when it loses a manager); last_seen is
+ * the last time this manager saw the site online, kept in the store so it
+ * survives restarts.
+ */
+#include "health.h"
+
+#include <stdlib.h>
+
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define MAX_STATUS 4096
+
+struct find_ctx {
+    const char *site;
+    char last_seen[CFM_TIME_LEN];
+};
+
+static bool find_site(void *arg, const struct cfm_site_rec *rec)
+{
+    struct find_ctx *f = arg;
+
+    if (strcmp(rec->site, f->site) != 0)
+        return true;
+    snprintf(f->last_seen, sizeof f->last_seen, "%s", rec->last_seen);
+    return false;
+}
+
+void cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
+                          size_t len)
+{
+    struct find_ctx f = {.site = site, .last_seen = ""};
+    struct cfm_site_rec rec;
+    json_error_t jerr;
+    json_t *json = NULL;
+    const char *state;
+    char *text = NULL;
+
+    if (len == 0)
+        return; /* a cleared retained status */
+    if (len > MAX_STATUS) {
+        cfm_warn("health", "dropped status of %s: %zu bytes is over %d", site, len, MAX_STATUS);
+        return;
+    }
+    json = json_loadb(payload, len, 0, &jerr);
+    state = json_string_value(json_object_get(json, "state"));
+    if (!state || (strcmp(state, "online") != 0 && strcmp(state, "offline") != 0)) {
+        cfm_warn("health", "dropped status of %s: needs {\"state\": \"online\"|\"offline\"}",
+                 site);
+        goto out;
+    }
+    if (cfm_store_site_each(st, find_site, &f) != CFM_OK)
+        goto out;
+    if (strcmp(state, "online") == 0)
+        cfm_time_now(f.last_seen);
+    text = json_dumps(json, JSON_COMPACT);
+    rec.site = site;
+    rec.state = state;
+    rec.last_seen = f.last_seen;
+    rec.status = text ? text : "{}";
+    if (cfm_store_site_put(st, &rec) != CFM_OK)
+        cfm_error("health", "cannot record the status of %s", site);
+    else
+        cfm_info("health", "site %s is %s", site, state);
+out:
+    free(text);
+    json_decref(json);
+}
+
+static bool add_site(void *arg, const struct cfm_site_rec *rec)
+{
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:s}", "site", rec->site, "state",
+                                         rec->state, "last_seen", rec->last_seen));
+    return true;
+}
+
+json_t *cfm_health_sites(struct cfm_store *st)
+{
+    json_t *arr = json_array();
+
+    if (arr && cfm_store_site_each(st, add_site, arr) != CFM_OK) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+json_t *cfm_health_status(const char *site, const char *state)
+{
+    char now[CFM_TIME_LEN];
+
+    cfm_time_now(now);
+    return json_pack("{s:s, s:s, s:s, s:I}", "state", state, "site", site, "time", now, "pid",
+                     (json_int_t)getpid());
+}

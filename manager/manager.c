@@ -1,1 +1,385 @@
-/* placeholder while the module is written */
+/*
+ * manager.c - wiring and routing. The manager owns one store, one bus and
+ * one replica on the loop; every message that arrives is parsed once
+ * (cfm_topic_parse) and handed to the module that owns its topic. Anything
+ * malformed is logged and dropped here or in that module: input never stops
+ * the manager.
+ *
+ * Membership: every manager watches all BusinessSystem objects
+ * (cfm/v1/sys/+/obj/BusinessSystem/+); a system whose "sites" names this
+ * site is subscribed as a whole (cfm/v1/sys/<id>/#) and unsubscribed when
+ * it no longer does.
+ */
+#include "manager.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "ctlsrv.h"
+#include "event.h"
+#include "health.h"
+#include "log.h"
+#include "replica.h"
+#include "store.h"
+#include "topic.h"
+
+#define STOP_GRACE_MS 2000
+#define SESSION_EXPIRY_S (7u * 24 * 3600)
+
+struct cfm_manager {
+    uv_loop_t *loop;
+    struct cfm_config cfg;
+    int argc;
+    char **argv;
+    struct cfm_store *store;
+    struct cfm_bus *bus;
+    struct cfm_replica *replica;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t stop_timer;
+    int stop_mid;
+    bool stopping;
+    char will[256];
+    char status_topic[CFM_MAX_TOPIC + 1];
+};
+
+static void publish_json(struct cfm_manager *m, const char *topic, json_t *json, bool retain,
+                         int *mid)
+{
+    char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    struct cfm_bus_msg msg = {.topic = topic, .qos = 1, .retain = retain};
+
+    if (!text) {
+        cfm_error("manager", "cannot encode a message for %s", topic);
+        return;
+    }
+    msg.payload = text;
+    msg.len = strlen(text);
+    cfm_bus_publish(m->bus, &msg, mid);
+    free(text);
+}
+
+static bool is_member(const struct cfm_obj *sys, const char *site)
+{
+    json_t *v;
+    size_t i;
+
+    if (sys->deleted)
+        return false;
+    json_array_foreach(json_object_get(sys->body, "sites"), i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), site) == 0)
+            return true;
+    return false;
+}
+
+static void on_system(void *arg, const struct cfm_obj *sys)
+{
+    struct cfm_manager *m = arg;
+    char pattern[CFM_MAX_TOPIC + 1];
+
+    snprintf(pattern, sizeof pattern, CFM_TOPIC_ROOT "/sys/%s/#", sys->id);
+    if (is_member(sys, m->cfg.site)) {
+        cfm_bus_subscribe(m->bus, pattern);
+    } else if (cfm_bus_unsubscribe(m->bus, pattern) == CFM_OK) {
+        cfm_info("manager", "site %s is no longer a member of system %s", m->cfg.site, sys->id);
+    }
+}
+
+static bool subscribe_member(void *arg, const struct cfm_obj *sys)
+{
+    on_system(arg, sys);
+    return true;
+}
+
+static bool member_of(struct cfm_manager *m, const char *system)
+{
+    struct cfm_obj *sys = NULL;
+    bool member;
+
+    if (cfm_store_get(m->store, system, CFM_KIND_BUSINESS_SYSTEM, system, &sys) != CFM_OK)
+        return false;
+    member = is_member(sys, m->cfg.site);
+    cfm_obj_free(sys);
+    return member;
+}
+
+static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
+{
+    struct cfm_ctl_ctx ctx = {.st = m->store, .replica = m->replica, .site = m->cfg.site};
+    struct cfm_bus_msg res = {.qos = 1};
+    struct cfm_why why;
+    char *text;
+    json_t *reply;
+
+    if (!msg->response_topic) {
+        cfm_warn("ctl", "dropped a request without an MQTT 5 response topic");
+        return;
+    }
+    if (strlen(msg->response_topic) > CFM_MAX_TOPIC || strpbrk(msg->response_topic, "+#")) {
+        cfm_warn("ctl", "dropped a request with an invalid response topic");
+        return;
+    }
+    (void)why;
+    reply = cfm_ctlsrv_handle(&ctx, msg->payload, msg->len);
+    text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+    json_decref(reply);
+    if (!text) {
+        cfm_error("ctl", "cannot encode a response");
+        return;
+    }
+    if (strlen(text) > CFM_MAX_CTL_RESPONSE) {
+        free(text);
+        text = strdup("{\"ok\":false,\"error\":\"the answer is too large; narrow the query\"}");
+        if (!text)
+            return;
+    }
+    res.topic = msg->response_topic;
+    res.payload = text;
+    res.len = strlen(text);
+    res.correlation = msg->correlation;
+    res.correlation_len = msg->correlation_len;
+    cfm_bus_publish(m->bus, &res, NULL);
+    free(text);
+}
+
+static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
+                         const struct cfm_bus_msg *msg)
+{
+    struct cfm_why why = {{0}};
+    json_t *ev = NULL;
+    bool already = false;
+    const char *id;
+
+    if (!member_of(m, t->system))
+        return;
+    if (cfm_event_parse(msg->payload, msg->len, t->system, t->name, m->cfg.site, &ev, &why) !=
+        CFM_OK) {
+        cfm_warn("event", "dropped event %s on %s: %s", t->name, t->system, why.text);
+        return;
+    }
+    id = json_string_value(json_object_get(ev, "id"));
+    if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK)
+        cfm_error("event", "cannot record event %s", id);
+    else if (already)
+        cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, t->name, t->system);
+    else
+        cfm_info("event", "event %s on %s (id %s, from %s)", t->name, t->system, id,
+                 json_string_value(json_object_get(ev, "origin")));
+    json_decref(ev);
+}
+
+static void on_message(void *arg, const struct cfm_bus_msg *msg)
+{
+    struct cfm_manager *m = arg;
+    struct cfm_topic t;
+    struct cfm_why why = {{0}};
+
+    if (cfm_topic_parse(msg->topic, &t, &why) != CFM_OK) {
+        cfm_warn("manager", "dropped a message: %s", why.text);
+        return;
+    }
+    switch (t.type) {
+    case CFM_TOPIC_CTL_REQ:
+        if (strcmp(t.site, m->cfg.site) == 0)
+            handle_ctl(m, msg);
+        break;
+    case CFM_TOPIC_SITE_STATUS:
+        cfm_health_on_status(m->store, t.site, msg->payload, msg->len);
+        break;
+    case CFM_TOPIC_OBJ:
+        /* BusinessSystem objects of every system arrive (membership);
+         * everything else only for systems this site belongs to. */
+        if (strcmp(t.name, "BusinessSystem") == 0 || member_of(m, t.system))
+            cfm_replica_on_obj(m->replica, &t, msg->payload, msg->len);
+        break;
+    case CFM_TOPIC_EVENT:
+        handle_event(m, &t, msg);
+        break;
+    default:
+        break; /* sync, runs and agents: handled by later modules */
+    }
+}
+
+static void on_connection(void *arg, bool up)
+{
+    struct cfm_manager *m = arg;
+    json_t *status;
+
+    if (!up || m->stopping)
+        return;
+    status = cfm_health_status(m->cfg.site, "online");
+    publish_json(m, m->status_topic, status, true, NULL);
+    json_decref(status);
+}
+
+static void close_all(struct cfm_manager *m)
+{
+    cfm_bus_close(m->bus);
+    m->bus = NULL;
+    uv_close((uv_handle_t *)&m->sig_term, NULL);
+    uv_close((uv_handle_t *)&m->sig_int, NULL);
+    uv_close((uv_handle_t *)&m->sig_hup, NULL);
+    uv_close((uv_handle_t *)&m->stop_timer, NULL);
+}
+
+static void on_ack(void *arg, int mid, bool ok)
+{
+    struct cfm_manager *m = arg;
+
+    if (m->stopping && mid == m->stop_mid) {
+        cfm_info("manager", "offline status delivered; stopping");
+        close_all(m);
+        return;
+    }
+    cfm_replica_on_ack(m->replica, mid, ok);
+}
+
+static void on_stop_timeout(uv_timer_t *t)
+{
+    struct cfm_manager *m = t->data;
+
+    cfm_warn("manager", "the broker did not acknowledge the offline status; stopping anyway");
+    close_all(m);
+}
+
+void cfm_manager_stop(struct cfm_manager *m)
+{
+    json_t *status;
+
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    cfm_info("manager", "stopping site %s", m->cfg.site);
+    if (!cfm_bus_connected(m->bus)) {
+        close_all(m);
+        return;
+    }
+    status = cfm_health_status(m->cfg.site, "offline");
+    m->stop_mid = -1;
+    publish_json(m, m->status_topic, status, true, &m->stop_mid);
+    json_decref(status);
+    uv_timer_start(&m->stop_timer, on_stop_timeout, STOP_GRACE_MS, 0);
+}
+
+static void reload_config(struct cfm_manager *m)
+{
+    struct cfm_config next;
+    struct cfm_why why = {{0}};
+
+    if (cfm_config_from_args(m->argc, m->argv, &next, &why) != CFM_OK) {
+        cfm_error("manager", "SIGHUP: configuration not reloaded: %s", why.text);
+        return;
+    }
+    cfm_log_set_level(next.log_level);
+    m->cfg.log_level = next.log_level;
+    if (strcmp(next.site, m->cfg.site) != 0 || strcmp(next.state_dir, m->cfg.state_dir) != 0 ||
+        strcmp(next.broker_host, m->cfg.broker_host) != 0 ||
+        next.broker_port != m->cfg.broker_port)
+        cfm_warn("manager", "SIGHUP: site, state_dir and broker changes need a restart");
+    memcpy(m->cfg.procedures_dir, next.procedures_dir, sizeof m->cfg.procedures_dir);
+    cfm_info("manager", "SIGHUP: configuration reloaded");
+    cfm_config_free(&next);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct cfm_manager *m = s->data;
+
+    if (signum == SIGHUP)
+        reload_config(m);
+    else
+        cfm_manager_stop(m);
+}
+
+enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc, char **argv,
+                               struct cfm_manager **out, struct cfm_why *why)
+{
+    struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
+    struct cfm_bus_callbacks cb;
+    struct cfm_bus_opts opts;
+    char path[PATH_MAX + 32], client_id[CFM_MAX_ID + 8], topic[CFM_MAX_TOPIC + 1];
+    struct cfm_manager *m;
+    enum cfm_err err;
+
+    *out = NULL;
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    m->loop = loop;
+    m->cfg = *cfg;
+    memset(cfg, 0, sizeof *cfg);
+    m->argc = argc;
+    m->argv = argv;
+    cfm_log_set_level(m->cfg.log_level);
+
+    snprintf(path, sizeof path, "%s/cfm.db", m->cfg.state_dir);
+    if ((err = cfm_store_open(path, &m->store, why)) != CFM_OK)
+        goto fail;
+
+    cfm_topic_build(m->status_topic, sizeof m->status_topic, CFM_TOPIC_SITE_STATUS, m->cfg.site,
+                    NULL, NULL, NULL);
+    snprintf(m->will, sizeof m->will, "{\"state\":\"offline\",\"site\":\"%s\"}", m->cfg.site);
+    snprintf(client_id, sizeof client_id, "cfm-%s", m->cfg.site);
+    memset(&opts, 0, sizeof opts);
+    opts.client_id = client_id;
+    opts.host = m->cfg.broker_host;
+    opts.port = m->cfg.broker_port;
+    opts.username = m->cfg.username[0] ? m->cfg.username : NULL;
+    opts.password = m->cfg.password[0] ? m->cfg.password : NULL;
+    opts.keepalive_s = 10;
+    opts.session_expiry_s = SESSION_EXPIRY_S;
+    opts.will_topic = m->status_topic;
+    opts.will_payload = m->will;
+    memset(&cb, 0, sizeof cb);
+    cb.arg = m;
+    cb.on_connection = on_connection;
+    cb.on_message = on_message;
+    cb.on_ack = on_ack;
+    if ((err = cfm_bus_start(loop, &opts, &cb, &m->bus, why)) != CFM_OK)
+        goto fail;
+    if ((err = cfm_replica_new(m->store, m->bus, m->cfg.site, on_system, m, &m->replica, why)) !=
+        CFM_OK)
+        goto fail;
+
+    cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, m->cfg.site, NULL, NULL, NULL);
+    cfm_bus_subscribe(m->bus, topic);
+    cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/site/+/status");
+    cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/sys/+/obj/BusinessSystem/+");
+    cfm_store_each(m->store, &systems, subscribe_member, m);
+
+    uv_signal_init(loop, &m->sig_term);
+    uv_signal_init(loop, &m->sig_int);
+    uv_signal_init(loop, &m->sig_hup);
+    uv_timer_init(loop, &m->stop_timer);
+    m->sig_term.data = m->sig_int.data = m->sig_hup.data = m->stop_timer.data = m;
+    uv_signal_start(&m->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&m->sig_int, on_signal, SIGINT);
+    uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+    cfm_info("manager", "site %s started (broker %s:%d, state %s)", m->cfg.site,
+             m->cfg.broker_host, m->cfg.broker_port, m->cfg.state_dir);
+    *out = m;
+    return CFM_OK;
+fail:
+    if (m->bus) {
+        /* Let libuv close the bus handles before the caller closes the loop. */
+        cfm_bus_close(m->bus);
+        uv_run(loop, UV_RUN_DEFAULT);
+    }
+    cfm_replica_free(m->replica);
+    cfm_store_close(m->store);
+    cfm_config_free(&m->cfg);
+    free(m);
+    return err;
+}
+
+void cfm_manager_free(struct cfm_manager *m)
+{
+    if (!m)
+        return;
+    cfm_replica_free(m->replica);
+    cfm_store_close(m->store);
+    cfm_config_free(&m->cfg);
+    free(m);
+}

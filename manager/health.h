@@ -1,0 +1,26 @@
+/*
+ * health.h - liveness of the sites of the federation, from their managers'
+ * retained status messages (cfm/v1/site/<site>/status) and Last Wills.
+ * Agent liveness and HTTP checks join this module with the driver work.
+ */
+#ifndef CFM_HEALTH_H
+#define CFM_HEALTH_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+#include "store.h"
+
+/* Records the status message of site (payload borrowed). A malformed status
+ * is dropped with a logged reason. */
+void cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
+                          size_t len);
+
+/* Returns a new JSON array of {"site","state","last_seen"} in site order,
+ * or NULL on a store error. */
+json_t *cfm_health_sites(struct cfm_store *st);
+
+/* Returns a new reference to this manager's own status message. */
+json_t *cfm_health_status(const char *site, const char *state);
+
+#endif
