@@ -1,0 +1,175 @@
+# lib.sh - shared helpers for cfm's integration tests (sourced by each
+# tests/integration/test_*.sh). Real processes only: mosquitto brokers on
+# free loopback ports, cfm-manager processes in a temporary directory,
+# cfmctl and mosquitto_pub/sub as clients. Every wait is a bounded poll on a
+# condition; every process started here is killed on exit, pass or fail.
+#
+# Environment (set by ctest): CFM_BUILD (the build dir), CFM_SRC (the tree).
+
+set -u
+CFM_SRC=${CFM_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+CFM_BUILD=${CFM_BUILD:-$CFM_SRC/build}
+CFM_POLL=${CFM_POLL:-0.05}        # seconds between two looks at a condition
+TEST_NAME=$(basename "$0" .sh)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cfm-$TEST_NAME.XXXXXX")
+declare -A PIDS=()                # name -> pid of every process we started
+declare -A BROKER_PORT=()         # broker name -> port
+declare -A MANAGER_BROKER=()      # site -> broker name
+declare -A MANAGER_ARGS=()        # site -> extra manager flags
+
+cleanup() {
+    local status=$?
+    for name in "${!PIDS[@]}"; do
+        kill -KILL "${PIDS[$name]}" 2>/dev/null
+    done
+    wait 2>/dev/null
+    if [ "$status" -ne 0 ]; then
+        echo "--- $TEST_NAME failed; logs from $TMP:" >&2
+        for log in "$TMP"/*.log; do
+            [ -f "$log" ] || continue
+            echo "--- $(basename "$log") (last 40 lines)" >&2
+            tail -n 40 "$log" >&2
+        done
+    fi
+    rm -rf "$TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "FAIL $TEST_NAME: $*" >&2
+    exit 1
+}
+
+pass() {
+    echo "PASS $TEST_NAME${1:+: $1}"
+}
+
+step() {
+    echo "--- $*"
+}
+
+free_port() {
+    "$CFM_BUILD/cfm-freeport"
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds,
+# failing the test with DESCRIPTION when SECONDS pass first.
+wait_until() {
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "timed out after ${limit}s waiting for: $what"
+        sleep "$CFM_POLL"
+    done
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# start_broker NAME [EXTRA-CONFIG-LINE...]: a mosquitto with persistence in
+# $TMP/NAME on a free port (kept across restarts of the same NAME).
+start_broker() {
+    local name=$1
+    shift
+    local dir=$TMP/broker-$name port
+    port=${BROKER_PORT[$name]:-$(free_port)}
+    mkdir -p "$dir"
+    {
+        echo "listener $port 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "persistence true"
+        echo "persistence_location $dir/"
+        echo "autosave_interval 1"
+        echo "user root"
+        for line in "$@"; do echo "$line"; done
+    } >"$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" >>"$TMP/broker-$name.log" 2>&1 &
+    PIDS[broker-$name]=$!
+    BROKER_PORT[$name]=$port
+    wait_until 10 "broker $name listening on $port" port_open "$port"
+}
+
+stop_broker() {   # graceful (SIGTERM): the broker saves its state
+    local pid=${PIDS[broker-$1]}
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    unset "PIDS[broker-$1]"
+}
+
+kill_broker() {   # SIGKILL
+    local pid=${PIDS[broker-$1]}
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    unset "PIDS[broker-$1]"
+}
+
+# start_manager SITE BROKER [FLAG...]: a cfm-manager for SITE on broker
+# BROKER with its state in $TMP/SITE; waits until it answers ping.
+start_manager() {
+    local site=$1 broker=$2
+    shift 2
+    MANAGER_BROKER[$site]=$broker
+    MANAGER_ARGS[$site]="$*"
+    "$CFM_BUILD/cfm-manager" --site "$site" --broker "127.0.0.1:${BROKER_PORT[$broker]}" \
+        --state-dir "$TMP/$site" "$@" >>"$TMP/$site.log" 2>&1 &
+    PIDS[manager-$site]=$!
+    wait_until 15 "manager $site answering" ctl "$site" -t 1 ping
+}
+
+stop_manager() {  # SIGTERM: returns the exit status of the manager
+    local pid=${PIDS[manager-$1]} status=0
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || status=$?
+    unset "PIDS[manager-$1]"
+    return "$status"
+}
+
+kill_manager() {  # SIGKILL
+    local pid=${PIDS[manager-$1]}
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    unset "PIDS[manager-$1]"
+}
+
+manager_alive() {
+    kill -0 "${PIDS[manager-$1]}" 2>/dev/null
+}
+
+# ctl SITE ARGS...: cfmctl against SITE's manager through its broker.
+ctl() {
+    local site=$1
+    shift
+    "$CFM_BUILD/cfmctl" -b "127.0.0.1:${BROKER_PORT[${MANAGER_BROKER[$site]}]}" -s "$site" "$@"
+}
+
+# pub BROKER TOPIC PAYLOAD: a plain QoS 1 publish with mosquitto_pub.
+pub() {
+    mosquitto_pub -p "${BROKER_PORT[$1]}" -q 1 -t "$2" -m "$3"
+}
+
+# retained BROKER TOPIC: prints the retained message on TOPIC (or nothing).
+retained() {
+    mosquitto_sub -p "${BROKER_PORT[$1]}" -t "$2" -C 1 -W 1 2>/dev/null
+}
+
+assert_eq() {     # assert_eq EXPECTED ACTUAL WHAT
+    [ "$1" = "$2" ] || fail "$3: expected '$1', got '$2'"
+}
+
+assert_contains() {  # assert_contains HAYSTACK NEEDLE WHAT
+    case "$1" in
+    *"$2"*) ;;
+    *) fail "$3: '$2' not found in: $1" ;;
+    esac
+}
+
+# count_objects SITE [ARGS...]: the number of objects `objects list` prints.
+count_objects() {
+    local site=$1
+    shift
+    ctl "$site" --json objects list "$@" | grep -c '"kind":' || true
+}
