@@ -280,7 +280,7 @@ static enum cfm_err migrate(sqlite3 *db, const char *path, struct cfm_why *why)
 {
     enum cfm_err err = CFM_OK;
     char bump[48];
-    int version;
+    int version = 0;
 
     for (;;) {
         if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||

@@ -117,7 +117,7 @@ start_manager() {
     "$CFM_BUILD/cfm-manager" --site "$site" --broker "127.0.0.1:${BROKER_PORT[$broker]}" \
         --state-dir "$TMP/$site" "$@" >>"$TMP/$site.log" 2>&1 &
     PIDS[manager-$site]=$!
-    wait_until 15 "manager $site answering" ctl "$site" -t 1 ping
+    wait_until 15 "manager $site answering" ctl "$site" -t 0.3 ping
 }
 
 stop_manager() {  # SIGTERM: returns the exit status of the manager
