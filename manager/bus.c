@@ -382,6 +382,14 @@ enum cfm_err cfm_bus_subscribe(struct cfm_bus *bus, const char *pattern)
     return CFM_OK;
 }
 
+bool cfm_bus_subscribed(const struct cfm_bus *bus, const char *pattern)
+{
+    for (size_t i = 0; i < bus->nsubs; i++)
+        if (strcmp(bus->subs[i], pattern) == 0)
+            return true;
+    return false;
+}
+
 enum cfm_err cfm_bus_unsubscribe(struct cfm_bus *bus, const char *pattern)
 {
     for (size_t i = 0; i < bus->nsubs; i++) {

@@ -62,6 +62,9 @@ enum cfm_err cfm_bus_start(uv_loop_t *loop, const struct cfm_bus_opts *opts,
  * reconnect. Subscribing twice to one pattern is a no-op. */
 enum cfm_err cfm_bus_subscribe(struct cfm_bus *bus, const char *pattern);
 
+/* True when pattern is among the subscriptions. */
+bool cfm_bus_subscribed(const struct cfm_bus *bus, const char *pattern);
+
 /* Forgets and unsubscribes pattern. */
 enum cfm_err cfm_bus_unsubscribe(struct cfm_bus *bus, const char *pattern);
 

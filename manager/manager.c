@@ -24,9 +24,11 @@
 #include "log.h"
 #include "replica.h"
 #include "store.h"
+#include "sync.h"
 #include "topic.h"
 
 #define STOP_GRACE_MS 2000
+#define BRIDGE_STATE_PREFIX "$SYS/broker/connection/"
 #define SESSION_EXPIRY_S (7u * 24 * 3600)
 
 struct cfm_manager {
@@ -37,6 +39,7 @@ struct cfm_manager {
     struct cfm_store *store;
     struct cfm_bus *bus;
     struct cfm_replica *replica;
+    struct cfm_sync *sync;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
     int stop_mid;
@@ -81,7 +84,15 @@ static void on_system(void *arg, const struct cfm_obj *sys)
 
     snprintf(pattern, sizeof pattern, CFM_TOPIC_ROOT "/sys/%s/#", sys->id);
     if (is_member(sys, m->cfg.site)) {
+        if (cfm_bus_subscribed(m->bus, pattern))
+            return;
         cfm_bus_subscribe(m->bus, pattern);
+        /* Joined (or started): catch up with the peers. */
+        if (cfm_bus_connected(m->bus)) {
+            cfm_info("manager", "site %s is a member of system %s; catching up", m->cfg.site,
+                     sys->id);
+            cfm_sync_announce(m->sync, sys->id);
+        }
     } else if (cfm_bus_unsubscribe(m->bus, pattern) == CFM_OK) {
         cfm_info("manager", "site %s is no longer a member of system %s", m->cfg.site, sys->id);
     }
@@ -170,12 +181,31 @@ static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
     json_decref(ev);
 }
 
+static bool announce_member(void *arg, const struct cfm_obj *sys);
+
+/* A bridge of our broker (re)connected: whatever crossed it while it was
+ * down may be lost, so compare notes again (mosquitto's bridge
+ * notifications: "1" up, "0" down, on $SYS/broker/connection/<id>/state). */
+static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg)
+{
+    struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
+
+    if (msg->len != 1 || ((const char *)msg->payload)[0] != '1' || msg->retain)
+        return;
+    cfm_info("manager", "bridge up (%s); re-announcing digests", msg->topic);
+    cfm_store_each(m->store, &systems, announce_member, m);
+}
+
 static void on_message(void *arg, const struct cfm_bus_msg *msg)
 {
     struct cfm_manager *m = arg;
     struct cfm_topic t;
     struct cfm_why why = {{0}};
 
+    if (strncmp(msg->topic, BRIDGE_STATE_PREFIX, strlen(BRIDGE_STATE_PREFIX)) == 0) {
+        on_bridge_state(m, msg);
+        return;
+    }
     if (cfm_topic_parse(msg->topic, &t, &why) != CFM_OK) {
         cfm_warn("manager", "dropped a message: %s", why.text);
         return;
@@ -197,14 +227,28 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
     case CFM_TOPIC_EVENT:
         handle_event(m, &t, msg);
         break;
+    case CFM_TOPIC_SYNC:
+        if (member_of(m, t.system))
+            cfm_sync_on_digest(m->sync, t.system, msg->payload, msg->len);
+        break;
     default:
         break; /* sync, runs and agents: handled by later modules */
     }
 }
 
+static bool announce_member(void *arg, const struct cfm_obj *sys)
+{
+    struct cfm_manager *m = arg;
+
+    if (is_member(sys, m->cfg.site))
+        cfm_sync_announce(m->sync, sys->id);
+    return true;
+}
+
 static void on_connection(void *arg, bool up)
 {
     struct cfm_manager *m = arg;
+    struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
     json_t *status;
 
     if (!up || m->stopping)
@@ -212,6 +256,8 @@ static void on_connection(void *arg, bool up)
     status = cfm_health_status(m->cfg.site, "online");
     publish_json(m, m->status_topic, status, true, NULL);
     json_decref(status);
+    /* After any (re)connect: compare notes with the peers of every system. */
+    cfm_store_each(m->store, &systems, announce_member, m);
 }
 
 static void close_all(struct cfm_manager *m)
@@ -340,13 +386,15 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     if ((err = cfm_bus_start(loop, &opts, &cb, &m->bus, why)) != CFM_OK)
         goto fail;
     if ((err = cfm_replica_new(m->store, m->bus, m->cfg.site, on_system, m, &m->replica, why)) !=
-        CFM_OK)
+            CFM_OK ||
+        (err = cfm_sync_new(m->store, m->bus, m->cfg.site, &m->sync)) != CFM_OK)
         goto fail;
 
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, m->cfg.site, NULL, NULL, NULL);
     cfm_bus_subscribe(m->bus, topic);
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/site/+/status");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/sys/+/obj/BusinessSystem/+");
+    cfm_bus_subscribe(m->bus, BRIDGE_STATE_PREFIX "+/state");
     cfm_store_each(m->store, &systems, subscribe_member, m);
 
     uv_signal_init(loop, &m->sig_term);
@@ -367,6 +415,7 @@ fail:
         cfm_bus_close(m->bus);
         uv_run(loop, UV_RUN_DEFAULT);
     }
+    cfm_sync_free(m->sync);
     cfm_replica_free(m->replica);
     cfm_store_close(m->store);
     cfm_config_free(&m->cfg);
@@ -378,6 +427,7 @@ void cfm_manager_free(struct cfm_manager *m)
 {
     if (!m)
         return;
+    cfm_sync_free(m->sync);
     cfm_replica_free(m->replica);
     cfm_store_close(m->store);
     cfm_config_free(&m->cfg);

@@ -77,6 +77,8 @@ static const char *const migrations[] = {
     X(OBJ_EACH_SYS, OBJ_EACH("system = ?1 AND "))                                \
     X(OBJ_EACH_KIND, OBJ_EACH("kind = ?2 AND "))                                 \
     X(OBJ_EACH_SYS_KIND, OBJ_EACH("system = ?1 AND kind = ?2 AND "))             \
+    X(OBJ_VERSIONS, "SELECT kind, id, version, origin, deleted FROM objects"      \
+                    " WHERE system = ?1 ORDER BY kind, id")                      \
     X(CLOCK_GET, "SELECT value FROM meta WHERE key = 'clock'")                   \
     X(CLOCK_SET, "INSERT OR REPLACE INTO meta(key, value) VALUES ('clock', ?1)") \
     X(OUT_ADD, "INSERT INTO outbox(topic, payload, qos, retain, expiry)"         \
@@ -512,6 +514,39 @@ enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter 
         return fail(st, which);
     release(s);
     return err;
+}
+
+enum cfm_err cfm_store_versions(struct cfm_store *st, const char *system,
+                                cfm_store_version_fn fn, void *arg)
+{
+    struct cfm_store_version v;
+    sqlite3_stmt *s;
+    int rc;
+
+    if (!st || !fn || !cfm_id_valid(system))
+        return CFM_EINVAL;
+    s = query(st, STMT_OBJ_VERSIONS, "t", system);
+    if (!s)
+        return CFM_ESTORE;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *kname = (const char *)sqlite3_column_text(s, 0);
+        int64_t version = sqlite3_column_int64(s, 2);
+
+        if (!kname || cfm_kind_parse(kname, &v.kind, NULL) != CFM_OK || version < 0)
+            continue; /* damaged rows are reported by cfm_store_each */
+        v.id = (const char *)sqlite3_column_text(s, 1);
+        v.version = (uint64_t)version;
+        v.origin = (const char *)sqlite3_column_text(s, 3);
+        v.deleted = sqlite3_column_int(s, 4) != 0;
+        if (!v.id || !v.origin)
+            continue;
+        if (!fn(arg, &v))
+            break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fail(st, STMT_OBJ_VERSIONS);
+    release(s);
+    return CFM_OK;
 }
 
 /* --- Lamport clock ------------------------------------------------------ */

@@ -66,6 +66,23 @@ typedef bool (*cfm_store_obj_fn)(void *arg, const struct cfm_obj *obj);
 enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter *f,
                             cfm_store_obj_fn fn, void *arg);
 
+/* The replication key of one object: what anti-entropy digests compare. */
+struct cfm_store_version {
+    enum cfm_kind kind;
+    const char *id;          /* valid only during the callback */
+    uint64_t version;
+    const char *origin;      /* valid only during the callback */
+    bool deleted;
+};
+
+typedef bool (*cfm_store_version_fn)(void *arg, const struct cfm_store_version *v);
+
+/* Visits the (kind, id, version, origin, deleted) of every object of system,
+ * tombstones included, in (kind name, id) order, without parsing bodies.
+ * Return false from fn to stop. */
+enum cfm_err cfm_store_versions(struct cfm_store *st, const char *system,
+                                cfm_store_version_fn fn, void *arg);
+
 /* --- Lamport clock ---------------------------------------------------- */
 
 /* Reads the persisted clock (0 in a new store). */
