@@ -377,15 +377,16 @@ static int cmd_system_list(struct ctl *c)
     if (c->json) {
         print_json(res);
     } else {
-        printf("%-16s %-24s %-24s %-10s %8s %-10s\n", "ID", "NAME", "SITES", "PRIMARY",
-               "VERSION", "ORIGIN");
+        printf("%-16s %-24s %-24s %-10s %8s %-10s %s\n", "ID", "NAME", "SITES", "PRIMARY",
+               "VERSION", "ORIGIN", "HERE");
         json_array_foreach(res, i, o) {
             json_t *body = json_object_get(o, "body");
-            printf("%-16s %-24s %-24s %-10s %8lld %-10s\n", str(o, "id"), str(body, "name"),
+            printf("%-16s %-24s %-24s %-10s %8lld %-10s %s\n", str(o, "id"), str(body, "name"),
                    join_sites(json_object_get(body, "sites"), sites, sizeof sites),
                    str(body, "primary"),
                    (long long)json_integer_value(json_object_get(o, "version")),
-                   str(o, "origin"));
+                   str(o, "origin"),
+                   json_is_false(json_object_get(o, "member")) ? "detached" : "member");
         }
     }
     json_decref(res);

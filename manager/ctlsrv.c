@@ -115,12 +115,32 @@ static json_t *list_objects(const struct cfm_ctl_ctx *ctx, const char *system, i
     return arr;
 }
 
+/* True when the system object names site among its sites. */
+static bool lists_site(json_t *sys, const char *site)
+{
+    json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(json_object_get(sys, "body"), "sites"), i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), site) == 0)
+            return true;
+    return false;
+}
+
+/* Every system this site holds; "member": false marks a detached copy (the
+ * system no longer, or never, listed this site: it receives no changes). */
 static json_t *op_system_list(const struct cfm_ctl_ctx *ctx, json_t *args)
 {
     json_t *arr = list_objects(ctx, NULL, CFM_KIND_BUSINESS_SYSTEM, false);
+    json_t *sys;
+    size_t i;
 
     (void)args;
-    return arr ? ok(arr) : fail("store error");
+    if (!arr)
+        return fail("store error");
+    json_array_foreach(arr, i, sys)
+        json_object_set_new(sys, "member", json_boolean(lists_site(sys, ctx->site)));
+    return ok(arr);
 }
 
 static json_t *op_system_show(const struct cfm_ctl_ctx *ctx, json_t *args)
@@ -190,6 +210,8 @@ json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, si
 
     if (len > CFM_MAX_PAYLOAD)
         return fail("request is %zu bytes; the limit is %u", len, CFM_MAX_PAYLOAD);
+    if (len == 0) /* jansson would say "wrong arguments" of the NULL payload */
+        return fail("request is empty; expected {\"op\": string, \"args\": object}");
     req = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!req)
         return fail("request is not JSON: line %d, column %d: %s", jerr.line, jerr.column,

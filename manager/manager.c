@@ -223,6 +223,9 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
          * everything else only for systems this site belongs to. */
         if (strcmp(t.name, "BusinessSystem") == 0 || member_of(m, t.system))
             cfm_replica_on_obj(m->replica, &t, msg->payload, msg->len);
+        else
+            cfm_info("replica", "dropped %s/%s/%s: site %s is not a member of system %s",
+                     t.system, t.name, t.id, m->cfg.site, t.system);
         break;
     case CFM_TOPIC_EVENT:
         handle_event(m, &t, msg);

@@ -20,6 +20,9 @@
 
 /* Tombstones are retained this long by brokers (MQTT 5 message expiry). */
 #define TOMBSTONE_EXPIRY_S (7u * 24 * 3600)
+/* A peer's version further ahead of our clock than this is refused: it
+ * would push every clock of the federation towards CFM_MAX_VERSION. */
+#define MAX_CLOCK_JUMP ((uint64_t)1 << 32)
 /* MQTT message ids are 16 bits: one slot each. */
 #define MID_SLOTS 65536
 
@@ -362,6 +365,12 @@ void cfm_replica_on_obj(struct cfm_replica *r, const struct cfm_topic *t, const 
     if (in->version == 0 || !in->origin[0]) {
         cfm_warn("replica", "dropped %s/%s/%s: a replicated object needs a version and origin",
                  t->system, t->name, t->id);
+        goto out;
+    }
+    if (in->version > r->clock + MAX_CLOCK_JUMP) {
+        cfm_warn("replica", "dropped %s/%s/%s: version %llu is absurdly far ahead of this site's "
+                 "clock %llu", t->system, t->name, t->id, (unsigned long long)in->version,
+                 (unsigned long long)r->clock);
         goto out;
     }
     err = cfm_store_get(r->st, in->system, in->kind, in->id, &cur);

@@ -126,5 +126,23 @@ wait_until 20 "B sees the change" web_count_is site-b 7
 ctl site-d --json objects list --system shop --kind BusinessSystemElement | grep -q '"count": 7' &&
     fail "D applied a change of a system it no longer belongs to"
 assert_eq "$n_a" "$(count_objects site-d --system shop)" "D keeps its detached copy"
+assert_contains "$(ctl site-d system list)" "detached" "D shows its copy as detached"
+assert_contains "$(ctl site-a system list)" "member" "A is a member"
+
+step "bad replicated input is dropped with a logged reason and never applied"
+before=$(snapshot site-b)
+obj='{"kind":"VMClass","id":"small","system":"%s","version":%s,"origin":"site-x","updated":"","deleted":false,"body":{"image":"evil","cpu":1,"memory_mb":1}}'
+pub b cfm/v1/sys/shop/obj/VMClass/small "$(printf "$obj" shop 1099511627776)"
+pub b cfm/v1/sys/shop/obj/VMClass/small "$(printf "$obj" other 999999)"
+pub b cfm/v1/sys/shop/obj/VMClass/small '{"kind":"VMClass", truncated'
+pub b cfm/v1/sys/shop/sync '{"from":"site-x","system":"shop","objects":{"VMClass/small":["x"]}}'
+wait_until 10 "B logs the absurd version" grep -q "absurdly far ahead" "$TMP/site-b.log"
+wait_until 10 "B logs the system mismatch" grep -q "the payload names other/VMClass/small" "$TMP/site-b.log"
+wait_until 10 "B logs the malformed object" grep -q "dropped shop/VMClass/small: not JSON" "$TMP/site-b.log"
+wait_until 10 "B logs the malformed digest" grep -q "dropped a digest of shop" "$TMP/site-b.log"
+assert_eq "$before" "$(snapshot site-b)" "B's objects after bad input"
+for site in site-a site-b site-c; do
+    snapshot "$site" | grep -q evil && fail "$site applied a bad object"
+done
 
 pass
