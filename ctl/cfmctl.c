@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "bounds.h"
+#include "engine.h"
 #include "event.h"
 #include "id.h"
 #include "kind.h"
@@ -40,6 +41,12 @@ static const char usage[] =
     "  objects list [--system ID] [--kind KIND] [--deleted]\n"
     "  sites list                    sites of the federation, online or offline\n"
     "  event publish SYSTEM TYPE [PAYLOAD-JSON]\n"
+    "  event wait SYSTEM TYPE [--timeout S]   print the next such event\n"
+    "  runs list [--system ID]       procedure runs of every site\n"
+    "  runs show RUN                 one run, with its log\n"
+    "  runs wait RUN [--timeout S]   until the run ends; exit 0 if it succeeded\n"
+    "  runs cancel RUN               cancel a run, at whichever site runs it\n"
+    "  procedure check FILE          compile a procedure without loading a system\n"
     "  ping                          ask the site's manager whether it is there\n"
     "defaults: -b $CFM_BROKER or 127.0.0.1:1883, -s $CFM_SITE, -t 5\n";
 
@@ -57,6 +64,9 @@ struct ctl {
     char res_topic[CFM_MAX_TOPIC + 1];
     unsigned char corr[16];
     bool connected, subscribed, acked, answered;
+    /* watch(): messages on a subscribed pattern go to on_watch until it returns true */
+    bool (*on_watch)(struct ctl *c, const struct mosquitto_message *msg);
+    bool watched;
     int connect_rc;
     int pub_mid;
     char *answer;
@@ -134,6 +144,13 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
     uint16_t corr_len = 0;
 
     (void)m;
+    if (c->on_watch && !c->watched && mosquitto_topic_matches_sub2(
+                                          c->res_topic, strlen(c->res_topic), msg->topic,
+                                          strlen(msg->topic), &c->watched) == MOSQ_ERR_SUCCESS &&
+        c->watched) {
+        c->watched = c->on_watch(c, msg);
+        return;
+    }
     mosquitto_property_read_binary(p, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
     if (corr && corr_len == sizeof c->corr && memcmp(corr, c->corr, sizeof c->corr) == 0 &&
         !c->answered && (size_t)msg->payloadlen <= MAX_RESPONSE) {
@@ -507,6 +524,206 @@ static int cmd_event_publish(struct ctl *c, const char *system, const char *type
     return 0;
 }
 
+/* Subscribes to pattern and runs the loop until c->on_watch accepts a
+ * message or timeout_s passes; returns whether one was accepted. */
+static bool watch(struct ctl *c, const char *pattern, double timeout_s,
+                  bool (*fn)(struct ctl *, const struct mosquitto_message *))
+{
+    double deadline = now_s() + timeout_s;
+
+    connect_broker(c, now_s() + c->timeout_s);
+    snprintf(c->res_topic, sizeof c->res_topic, "%s", pattern);
+    c->on_watch = fn;
+    if (mosquitto_subscribe_v5(c->mosq, NULL, pattern, 1, 0, NULL) != MOSQ_ERR_SUCCESS)
+        die(EXIT_FAIL, "cannot subscribe to %s", pattern);
+    return run_until(c, &c->watched, deadline);
+}
+
+static double parse_timeout(int argc, char **argv, double dflt)
+{
+    for (int i = 0; i < argc; i++) {
+        char *end;
+        double t;
+        if (strcmp(argv[i], "--timeout") != 0 || i + 1 == argc)
+            die(EXIT_USAGE, "unexpected '%s'\n%s", argv[i], usage);
+        t = strtod(argv[i + 1], &end);
+        if (*end || !(t > 0 && t <= 86400))
+            die(EXIT_USAGE, "--timeout: '%s' is not a number of seconds up to 86400",
+                argv[i + 1]);
+        return t;
+    }
+    return dflt;
+}
+
+static json_t *watched_json;
+
+static bool accept_event(struct ctl *c, const struct mosquitto_message *msg)
+{
+    json_error_t jerr;
+
+    (void)c;
+    watched_json = json_loadb(msg->payload, (size_t)msg->payloadlen, 0, &jerr);
+    return watched_json != NULL;
+}
+
+static int cmd_event_wait(struct ctl *c, const char *system, const char *type, double timeout)
+{
+    char topic[CFM_MAX_TOPIC + 1];
+    struct cfm_why why = {{0}};
+
+    if (cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, system, type, NULL, &why) != CFM_OK)
+        die(EXIT_USAGE, "event wait: %s", why.text);
+    if (!watch(c, topic, timeout, accept_event))
+        die(EXIT_FAIL, "no %s event on %s within %g s", type, system, timeout);
+    if (c->json)
+        print_json(watched_json);
+    else {
+        char *payload = json_dumps(json_object_get(watched_json, "payload"), JSON_COMPACT);
+        printf("event %s on %s (id %s, from %s): %s\n", type, system, str(watched_json, "id"),
+               str(watched_json, "origin"), payload ? payload : "{}");
+        free(payload);
+    }
+    json_decref(watched_json);
+    return 0;
+}
+
+static bool run_ended(struct ctl *c, const struct mosquitto_message *msg)
+{
+    const char *state;
+
+    (void)c;
+    json_decref(watched_json);
+    watched_json = json_loadb(msg->payload, (size_t)msg->payloadlen, 0, NULL);
+    state = json_string_value(json_object_get(watched_json, "state"));
+    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                     strcmp(state, "cancelled") == 0);
+}
+
+static int cmd_runs_wait(struct ctl *c, const char *id, double timeout)
+{
+    char pattern[CFM_MAX_TOPIC + 1];
+    const char *state;
+    int rc;
+
+    if (!cfm_id_valid(id))
+        die(EXIT_USAGE, "runs wait: '%s' is not a run id", id);
+    snprintf(pattern, sizeof pattern, CFM_TOPIC_ROOT "/sys/+/run/%s", id);
+    if (!watch(c, pattern, timeout, run_ended))
+        die(EXIT_FAIL, "run %s did not end within %g s (last state: %s)", id, timeout,
+            str(watched_json, "state"));
+    state = str(watched_json, "state");
+    rc = strcmp(state, "succeeded") == 0 ? 0 : EXIT_FAIL;
+    if (c->json)
+        print_json(watched_json);
+    else if (rc == 0)
+        printf("run %s succeeded in %lld ms\n", id,
+               (long long)json_integer_value(json_object_get(watched_json, "duration_ms")));
+    else
+        fprintf(stderr, "cfmctl: run %s %s: %s\n", id, state, str(watched_json, "error"));
+    json_decref(watched_json);
+    return rc;
+}
+
+static void print_runs(json_t *arr)
+{
+    size_t i;
+    json_t *o;
+
+    printf("%-28s %-10s %-14s %-10s %-10s %-24s %s\n", "RUN", "SYSTEM", "PROCEDURE", "SITE",
+           "STATE", "STARTED", "DETAIL");
+    json_array_foreach(arr, i, o) {
+        const char *detail = str(o, "state")[0] == 'w' ? str(o, "waiting_on") : str(o, "error");
+        printf("%-28s %-10s %-14s %-10s %-10s %-24s %s\n", str(o, "id"), str(o, "system"),
+               str(o, "procedure"), str(o, "site"), str(o, "state"), str(o, "started"), detail);
+    }
+}
+
+static int cmd_runs_list(struct ctl *c, int argc, char **argv)
+{
+    json_t *args = json_object(), *res;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--system") == 0 && i + 1 < argc)
+            json_object_set_new(args, "system", json_string(argv[++i]));
+        else
+            die(EXIT_USAGE, "runs list: unexpected '%s'\n%s", argv[i], usage);
+    }
+    res = request(c, "runs.list", args);
+    if (c->json)
+        print_json(res);
+    else
+        print_runs(res);
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_runs_show(struct ctl *c, const char *id)
+{
+    json_t *res = request(c, "runs.show", json_pack("{s:s}", "id", id)), *line;
+    size_t i;
+
+    if (c->json) {
+        print_json(res);
+    } else {
+        printf("run        %s\nsystem     %s\nprocedure  %s\nsite       %s\nstate      %s\n",
+               str(res, "id"), str(res, "system"), str(res, "procedure"), str(res, "site"),
+               str(res, "state"));
+        printf("event      %s (id %s)\nstarted    %s\nended      %s\n", str(res, "event_type"),
+               str(json_object_get(res, "event"), "id"), str(res, "started"), str(res, "ended"));
+        if (json_object_get(res, "waiting_on"))
+            printf("waiting on %s\n", str(res, "waiting_on"));
+        if (json_object_get(res, "error"))
+            printf("error      %s\n", str(res, "error"));
+        if (json_object_get(res, "traceback"))
+            printf("%s\n", str(res, "traceback"));
+        printf("log:\n");
+        json_array_foreach(json_object_get(res, "log"), i, line)
+            printf("  %s %-5s %s\n", str(line, "time"), str(line, "level"), str(line, "text"));
+    }
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_runs_cancel(struct ctl *c, const char *id)
+{
+    json_t *run = request(c, "runs.show", json_pack("{s:s}", "id", id)), *res;
+    struct ctl other;
+    const char *site = str(run, "site");
+
+    /* Cancel where it runs: a fresh connection to that site's manager. */
+    other = *c;
+    other.mosq = NULL;
+    other.connected = other.subscribed = other.answered = false;
+    other.answer = NULL;
+    other.site = site;
+    res = request(&other, "runs.cancel", json_pack("{s:s}", "id", id));
+    printf("run %s cancelled at %s\n", id, site);
+    json_decref(res);
+    json_decref(run);
+    if (other.mosq) {
+        mosquitto_disconnect(other.mosq);
+        mosquitto_destroy(other.mosq);
+    }
+    free(other.answer);
+    return 0;
+}
+
+static int cmd_procedure_check(const char *path)
+{
+    struct cfm_why why = {{0}};
+    size_t len;
+    char *text = read_file(path, &len);
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+
+    if (cfm_engine_check_text(name, text, len, &why) != CFM_OK) {
+        free(text);
+        die(EXIT_FAIL, "%s", why.text);
+    }
+    free(text);
+    printf("%s: ok\n", path);
+    return 0;
+}
+
 static void parse_broker(struct ctl *c, const char *text)
 {
     const char *colon = strrchr(text, ':');
@@ -600,6 +817,18 @@ int main(int argc, char **argv)
         rc = cmd_sites_list(&c);
     else if (IS(4, "event", "publish") && argc <= 5)
         rc = cmd_event_publish(&c, argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+    else if (IS(4, "event", "wait"))
+        rc = cmd_event_wait(&c, argv[2], argv[3], parse_timeout(argc - 4, argv + 4, 60));
+    else if (IS(2, "runs", "list"))
+        rc = cmd_runs_list(&c, argc - 2, argv + 2);
+    else if (IS(3, "runs", "show") && argc == 3)
+        rc = cmd_runs_show(&c, argv[2]);
+    else if (IS(3, "runs", "wait"))
+        rc = cmd_runs_wait(&c, argv[2], parse_timeout(argc - 3, argv + 3, 300));
+    else if (IS(3, "runs", "cancel") && argc == 3)
+        rc = cmd_runs_cancel(&c, argv[2]);
+    else if (IS(3, "procedure", "check") && argc == 3)
+        rc = cmd_procedure_check(argv[2]);
     else if (argc == 1 && strcmp(argv[0], "ping") == 0)
         rc = cmd_ping(&c);
     else

@@ -16,6 +16,7 @@
 #include "bus.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <stdlib.h>
@@ -203,6 +204,9 @@ static void try_connect(struct cfm_bus *bus)
         return;
     }
     fd = mosquitto_socket(bus->mosq);
+    /* Child processes (agents, commands) must not inherit the broker
+     * connection: it would outlive us and delay our Last Will. */
+    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
     c = calloc(1, sizeof *c);
     if (!c || uv_poll_init_socket(bus->loop, &c->poll, fd) != 0) {
         free(c);

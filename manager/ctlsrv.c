@@ -71,6 +71,32 @@ static json_t *op_ping(const struct cfm_ctl_ctx *ctx, json_t *args)
                         (json_int_t)cfm_replica_pending(ctx->replica)));
 }
 
+/* Every procedure the system binds must exist and compile here, so an
+ * authoring error shows at load time, not when the event arrives. A site
+ * without a procedures directory cannot check (and cannot run them). */
+static enum cfm_err check_procedures(const struct cfm_ctl_ctx *ctx, const struct cfm_obj *sys,
+                                     struct cfm_why *why)
+{
+    json_t *procs = json_object_get(sys->body, "procedures"), *binding;
+    const char *type;
+
+    if (!json_object_size(procs))
+        return CFM_OK;
+    if (!ctx->engine || !cfm_engine_procedures_dir(ctx->engine)) {
+        cfm_warn("ctl", "system %s binds procedures, but site %s has no procedures directory "
+                 "(--procedures DIR): it cannot check or run them", sys->id, ctx->site);
+        return CFM_OK;
+    }
+    json_object_foreach(procs, type, binding) {
+        const char *script = json_string_value(json_object_get(binding, "script"));
+        struct cfm_why inner = {{0}};
+        enum cfm_err err = cfm_engine_check_script(ctx->engine, script, &inner);
+        if (err != CFM_OK)
+            return cfm_why_set(why, CFM_EINVAL, "procedures.%s: %s", type, inner.text);
+    }
+    return CFM_OK;
+}
+
 static json_t *op_system_load(const struct cfm_ctl_ctx *ctx, json_t *args)
 {
     const char *file = json_string_value(json_object_get(args, "file"));
@@ -87,6 +113,10 @@ static json_t *op_system_load(const struct cfm_ctl_ctx *ctx, json_t *args)
     if (cfm_sysdesc_parse(json_string_value(text), json_string_length(text), &desc, &why) !=
         CFM_OK)
         return fail("%s: %s", file, why.text);
+    if (check_procedures(ctx, desc->objs[0], &why) != CFM_OK) {
+        cfm_sysdesc_free(desc);
+        return fail("%s: %s", file, why.text);
+    }
     if (cfm_replica_load(ctx->replica, desc, &res, &why) != CFM_OK)
         reply = fail("%s: %s", file, why.text);
     else {
@@ -190,6 +220,112 @@ static json_t *op_sites_list(const struct cfm_ctl_ctx *ctx, json_t *args)
     return arr ? ok(arr) : fail("store error");
 }
 
+static json_t *op_procedure_check(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *file = json_string_value(json_object_get(args, "file"));
+    json_t *text = json_object_get(args, "text");
+    struct cfm_why why = {{0}};
+
+    (void)ctx;
+    if (!file || !json_is_string(text))
+        return fail("arguments 'file' and 'text' (strings) are required");
+    if (cfm_engine_check_text(file, json_string_value(text), json_string_length(text), &why) !=
+        CFM_OK)
+        return fail("%s", why.text);
+    return ok(json_pack("{s:s, s:b}", "file", file, "ok", 1));
+}
+
+/* A run's record as listed: the ProcedureRun object flattened. */
+static json_t *run_summary(const struct cfm_obj *obj, bool full)
+{
+    json_t *out = full ? json_deep_copy(obj->body) : json_object();
+    static const char *const keys[] = {"procedure", "state", "site", "event_type",
+                                       "started", "ended", "waiting_on", "error",
+                                       "duration_ms"};
+
+    if (!out)
+        return NULL;
+    for (size_t i = 0; !full && i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(obj->body, keys[i]);
+        if (v)
+            json_object_set(out, keys[i], v);
+    }
+    json_object_set_new(out, "id", json_string(obj->id));
+    json_object_set_new(out, "system", json_string(obj->system));
+    json_object_set_new(out, "version", json_integer((json_int_t)obj->version));
+    return out;
+}
+
+struct runs_ctx {
+    const char *want_id;
+    json_t *out;
+    bool full;
+};
+
+static bool add_run(void *arg, const struct cfm_obj *obj)
+{
+    struct runs_ctx *c = arg;
+
+    if (c->want_id && strcmp(obj->id, c->want_id) != 0)
+        return true;
+    json_array_append_new(c->out, run_summary(obj, c->full));
+    return !c->want_id;
+}
+
+static json_t *op_runs_list(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *system;
+    json_t *err = NULL;
+    struct runs_ctx c = {.out = json_array()};
+    struct cfm_store_filter f = {.kind = CFM_KIND_PROCEDURE_RUN};
+
+    if (!id_arg(args, "system", &system, &err)) {
+        json_decref(c.out);
+        return err;
+    }
+    f.system = system;
+    if (!c.out || cfm_store_each(ctx->st, &f, add_run, &c) != CFM_OK) {
+        json_decref(c.out);
+        return fail("store error");
+    }
+    return ok(c.out);
+}
+
+static json_t *op_runs_show(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *id;
+    json_t *err = NULL, *run;
+    struct runs_ctx c = {.out = json_array(), .full = true};
+    struct cfm_store_filter f = {.kind = CFM_KIND_PROCEDURE_RUN};
+
+    if (!id_arg(args, "id", &id, &err) || !id) {
+        json_decref(c.out);
+        return err ? err : fail("argument 'id' (the run) is required");
+    }
+    c.want_id = id;
+    if (!c.out || cfm_store_each(ctx->st, &f, add_run, &c) != CFM_OK) {
+        json_decref(c.out);
+        return fail("store error");
+    }
+    run = json_incref(json_array_get(c.out, 0));
+    json_decref(c.out);
+    if (!run)
+        return fail("no run '%s' is known at site %s", id, ctx->site);
+    return ok(run);
+}
+
+static json_t *op_runs_cancel(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *id;
+    json_t *err = NULL;
+
+    if (!id_arg(args, "id", &id, &err) || !id)
+        return err ? err : fail("argument 'id' (the run) is required");
+    if (!ctx->engine || cfm_engine_cancel(ctx->engine, id, "cancelled by an operator") != CFM_OK)
+        return fail("run %s is not active at site %s", id, ctx->site);
+    return ok(json_pack("{s:s, s:s}", "id", id, "state", "cancelled"));
+}
+
 static const struct {
     const char *name;
     json_t *(*fn)(const struct cfm_ctl_ctx *ctx, json_t *args);
@@ -200,6 +336,10 @@ static const struct {
     {"system.show", op_system_show},
     {"objects.list", op_objects_list},
     {"sites.list", op_sites_list},
+    {"procedure.check", op_procedure_check},
+    {"runs.list", op_runs_list},
+    {"runs.show", op_runs_show},
+    {"runs.cancel", op_runs_cancel},
 };
 
 json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, size_t len)
@@ -229,7 +369,7 @@ json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, si
             reply = ops[i].fn(ctx, args);
     if (!reply)
         reply = fail("unknown op '%.64s' (known: ping, system.load, system.list, system.show, "
-                     "objects.list, sites.list)",
+                     "objects.list, sites.list, procedure.check, runs.list, runs.show, runs.cancel)",
                      op);
     json_decref(empty);
     json_decref(req);

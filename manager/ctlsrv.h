@@ -10,12 +10,14 @@
 #include <stddef.h>
 #include <jansson.h>
 
+#include "engine.h"
 #include "replica.h"
 #include "store.h"
 
 struct cfm_ctl_ctx {
     struct cfm_store *st;
     struct cfm_replica *replica;
+    struct cfm_engine *engine;
     const char *site;
 };
 

@@ -24,6 +24,7 @@ int main(int argc, char **argv)
     err = cfm_config_from_args(argc, argv, &cfg, &why);
     if (err == CFM_EINVAL) {
         fputs(cfm_config_usage(), stdout);
+        cfm_config_free(&cfg); /* a --config file read before --help may hold a driver */
         return 0;
     }
     if (err != CFM_OK) {

@@ -17,12 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "bus.h"
 #include "ctlsrv.h"
+#include "engine.h"
 #include "event.h"
 #include "health.h"
 #include "log.h"
 #include "replica.h"
+#include "rules.h"
 #include "store.h"
 #include "sync.h"
 #include "topic.h"
@@ -40,6 +43,8 @@ struct cfm_manager {
     struct cfm_bus *bus;
     struct cfm_replica *replica;
     struct cfm_sync *sync;
+    struct cfm_engine *engine;
+    struct cfm_api_ctx api;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
     int stop_mid;
@@ -118,7 +123,8 @@ static bool member_of(struct cfm_manager *m, const char *system)
 
 static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
 {
-    struct cfm_ctl_ctx ctx = {.st = m->store, .replica = m->replica, .site = m->cfg.site};
+    struct cfm_ctl_ctx ctx = {.st = m->store, .replica = m->replica, .engine = m->engine,
+                              .site = m->cfg.site};
     struct cfm_bus_msg res = {.qos = 1};
     struct cfm_why why;
     char *text;
@@ -155,30 +161,71 @@ static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
     free(text);
 }
 
+/* Starts the run this site owes an event, if any. */
+static void start_bound_run(struct cfm_manager *m, const struct cfm_obj *sys, const json_t *ev)
+{
+    struct cfm_rule_match match;
+    struct cfm_run_spec spec;
+    struct cfm_why why = {{0}};
+    struct cfm_run *run;
+    struct cfm_obj *done = NULL;
+    const char *type = json_string_value(json_object_get(ev, "type"));
+
+    if (!cfm_rules_match(m->store, sys, ev, m->cfg.site, &match)) {
+        cfm_debug("rules", "%s on %s: %s", type, sys->id, match.reason);
+        return;
+    }
+    /* A run of this event that already ended here (e.g. before a restart). */
+    if (cfm_store_get(m->store, sys->id, CFM_KIND_PROCEDURE_RUN, match.run_id, &done) == CFM_OK) {
+        cfm_obj_free(done);
+        cfm_info("rules", "%s on %s: run %s exists already", type, sys->id, match.run_id);
+        return;
+    }
+    memset(&spec, 0, sizeof spec);
+    spec.id = match.run_id;
+    spec.system = sys->id;
+    spec.script = match.script;
+    spec.event = ev;
+    spec.deadline_s = match.timeout_s;
+    cfm_info("rules", "%s on %s: %s; starting %s", type, sys->id, match.reason, match.run_id);
+    if (cfm_engine_start(m->engine, &spec, &run, &why) != CFM_OK)
+        cfm_error("rules", "cannot start %s for %s on %s: %s", match.script, type, sys->id,
+                  why.text);
+}
+
 static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
                          const struct cfm_bus_msg *msg)
 {
     struct cfm_why why = {{0}};
+    struct cfm_obj *sys = NULL;
     json_t *ev = NULL;
     bool already = false;
     const char *id;
 
-    if (!member_of(m, t->system))
-        return;
+    if (cfm_store_get(m->store, t->system, CFM_KIND_BUSINESS_SYSTEM, t->system, &sys) != CFM_OK ||
+        !is_member(sys, m->cfg.site))
+        goto out;
     if (cfm_event_parse(msg->payload, msg->len, t->system, t->name, m->cfg.site, &ev, &why) !=
         CFM_OK) {
         cfm_warn("event", "dropped event %s on %s: %s", t->name, t->system, why.text);
-        return;
+        goto out;
     }
     id = json_string_value(json_object_get(ev, "id"));
-    if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK)
+    if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK) {
         cfm_error("event", "cannot record event %s", id);
-    else if (already)
+        goto out;
+    }
+    if (already) {
         cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, t->name, t->system);
-    else
-        cfm_info("event", "event %s on %s (id %s, from %s)", t->name, t->system, id,
-                 json_string_value(json_object_get(ev, "origin")));
+        goto out;
+    }
+    cfm_info("event", "event %s on %s (id %s, from %s)", t->name, t->system, id,
+             json_string_value(json_object_get(ev, "origin")));
+    start_bound_run(m, sys, ev);
+    cfm_engine_on_event(m->engine, t->system, t->name, ev);
+out:
     json_decref(ev);
+    cfm_obj_free(sys);
 }
 
 static bool announce_member(void *arg, const struct cfm_obj *sys);
@@ -263,8 +310,21 @@ static void on_connection(void *arg, bool up)
     cfm_store_each(m->store, &systems, announce_member, m);
 }
 
+static void on_run_state(void *arg, struct cfm_run *run)
+{
+    struct cfm_api_ctx *ctx = arg;
+    cfm_api_record_run(ctx, run);
+}
+
+static void open_api(void *arg, lua_State *L)
+{
+    cfm_api_open(arg, L);
+}
+
 static void close_all(struct cfm_manager *m)
 {
+    cfm_engine_close(m->engine);
+    m->engine = NULL;
     cfm_bus_close(m->bus);
     m->bus = NULL;
     uv_close((uv_handle_t *)&m->sig_term, NULL);
@@ -392,6 +452,20 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
             CFM_OK ||
         (err = cfm_sync_new(m->store, m->bus, m->cfg.site, &m->sync)) != CFM_OK)
         goto fail;
+    {
+        struct cfm_engine_opts eopts = {.procedures_dir = m->cfg.procedures_dir[0]
+                                                              ? m->cfg.procedures_dir
+                                                              : NULL};
+        struct cfm_engine_host host = {.arg = &m->api, .on_state = on_run_state,
+                                       .open_api = open_api};
+        m->api.st = m->store;
+        m->api.replica = m->replica;
+        m->api.bus = m->bus;
+        m->api.site = m->cfg.site;
+        if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
+            goto fail;
+        m->api.engine = m->engine;
+    }
 
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, m->cfg.site, NULL, NULL, NULL);
     cfm_bus_subscribe(m->bus, topic);

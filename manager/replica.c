@@ -217,6 +217,21 @@ out:
     return err;
 }
 
+enum cfm_err cfm_replica_publish(struct cfm_replica *r, const char *topic, const char *text,
+                                 size_t len, bool retain)
+{
+    struct cfm_outmsg m = {.topic = topic, .payload = text, .len = len, .qos = 1,
+                           .retain = retain};
+    enum cfm_err err;
+
+    if (len > CFM_MAX_PAYLOAD)
+        return CFM_ETOOBIG;
+    err = cfm_store_outbox_add(r->st, &m, &m.seq);
+    if (err == CFM_OK)
+        publish_row(r, &m);
+    return err;
+}
+
 /* --- loading a system description ----------------------------------- */
 
 struct stored_list {

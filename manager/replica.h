@@ -57,6 +57,12 @@ enum cfm_err cfm_replica_load(struct cfm_replica *r, const struct cfm_sysdesc *d
 void cfm_replica_on_obj(struct cfm_replica *r, const struct cfm_topic *t, const void *payload,
                         size_t len);
 
+/* Publishes text (len bytes) on topic, QoS 1, through the outbox: it is
+ * committed before it is sent and re-sent after a crash until the broker
+ * acknowledges it. */
+enum cfm_err cfm_replica_publish(struct cfm_replica *r, const char *topic, const char *text,
+                                 size_t len, bool retain);
+
 /* The broker acknowledged publish mid. */
 void cfm_replica_on_ack(struct cfm_replica *r, int mid, bool ok);
 

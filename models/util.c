@@ -17,9 +17,8 @@ int64_t cfm_time_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void cfm_time_now(char buf[CFM_TIME_LEN])
+void cfm_time_format(int64_t ms, char buf[CFM_TIME_LEN])
 {
-    int64_t ms = cfm_time_ms();
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
 
@@ -28,6 +27,11 @@ void cfm_time_now(char buf[CFM_TIME_LEN])
                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                  (int)(ms % 1000)) >= CFM_TIME_LEN)
         buf[CFM_TIME_LEN - 1] = '\0'; /* cannot happen before the year 10^14 */
+}
+
+void cfm_time_now(char buf[CFM_TIME_LEN])
+{
+    cfm_time_format(cfm_time_ms(), buf);
 }
 
 enum cfm_err cfm_time_parse(const char *text, int64_t *out_ms)

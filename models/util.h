@@ -13,6 +13,10 @@
  * ("2026-11-22T10:00:00.123Z") into buf of CFM_TIME_LEN bytes. */
 void cfm_time_now(char buf[CFM_TIME_LEN]);
 
+/* Writes ms (milliseconds since the epoch) as RFC 3339 UTC with
+ * milliseconds into buf of CFM_TIME_LEN bytes. */
+void cfm_time_format(int64_t ms, char buf[CFM_TIME_LEN]);
+
 /* Milliseconds since the Unix epoch (wall clock). */
 int64_t cfm_time_ms(void);
 

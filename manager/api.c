@@ -1,0 +1,364 @@
+/*
+ * api.c - procedure API functions that reach the manager's state: cloud
+ * events, model objects, templates, and the run records every site sees.
+ *
+ * Each function checks its arguments as untrusted input and raises a Lua
+ * error naming the call and what was wrong; Lua errors unwind through these
+ * functions, so nothing here holds a C resource across a call that can
+ * raise (JSON values are released before luaL_error is reached).
+ */
+#include "api.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "id.h"
+#include "kind.h"
+#include "log.h"
+#include "luajson.h"
+#include "obj.h"
+#include "template.h"
+#include "topic.h"
+#include "util.h"
+
+#define MAX_RENDER (4u << 20)
+
+static struct cfm_api_ctx *ctx_of(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
+
+    if (!ctx)
+        luaL_error(L, "no manager behind this call");
+    return ctx;
+}
+
+static struct cfm_run *run_of(lua_State *L)
+{
+    struct cfm_run *r = cfm_engine_run_of(L);
+
+    if (!r)
+        luaL_error(L, "not inside a procedure run");
+    return r;
+}
+
+static const char *check_id(lua_State *L, int idx, const char *what)
+{
+    const char *s = luaL_checkstring(L, idx);
+    struct cfm_why why;
+
+    if (cfm_id_check(s, what, &why) != CFM_OK)
+        luaL_error(L, "%s", why.text);
+    return s;
+}
+
+/* publish_cloud_event(system, type, payload) -> event id */
+static int l_publish_cloud_event(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = ctx_of(L);
+    const char *system = check_id(L, 1, "system"), *type = check_id(L, 2, "event type");
+    char topic[CFM_MAX_TOPIC + 1], id[CFM_UUID_LEN];
+    struct cfm_why why = {{0}};
+    json_t *payload = NULL, *ev;
+    char *text;
+    enum cfm_err err;
+
+    run_of(L);
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        payload = cfm_lua_to_json(L, 3, "payload", &why);
+        if (!payload)
+            return luaL_error(L, "publish_cloud_event: %s", why.text);
+        if (!json_is_object(payload)) {
+            json_decref(payload);
+            return luaL_error(L, "publish_cloud_event: payload must be a table of fields");
+        }
+    }
+    cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, system, type, NULL, NULL);
+    ev = cfm_event_new(system, type, ctx->site, payload);
+    text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+    snprintf(id, sizeof id, "%s", ev ? json_string_value(json_object_get(ev, "id")) : "");
+    json_decref(ev);
+    if (!text)
+        return luaL_error(L, "publish_cloud_event: out of memory");
+    err = cfm_replica_publish(ctx->replica, topic, text, strlen(text), false);
+    free(text);
+    if (err != CFM_OK)
+        return luaL_error(L, "publish_cloud_event: %s", cfm_strerror(err));
+    lua_pushstring(L, id);
+    return 1;
+}
+
+/* render(template, vars) -> text */
+static int l_render(lua_State *L)
+{
+    size_t len, out_len;
+    const char *tmpl = luaL_checklstring(L, 1, &len);
+    struct cfm_why why = {{0}};
+    json_t *vars;
+    char *out = NULL;
+    enum cfm_err err;
+
+    if (lua_isnoneornil(L, 2))
+        vars = json_object();
+    else
+        vars = cfm_lua_to_json(L, 2, "vars", &why);
+    if (!vars)
+        return luaL_error(L, "render: %s", why.text);
+    err = cfm_template_render(tmpl, len, vars, MAX_RENDER, &out, &out_len, &why);
+    json_decref(vars);
+    if (err != CFM_OK)
+        return luaL_error(L, "render: %s", why.text);
+    lua_pushlstring(L, out, out_len);
+    free(out);
+    return 1;
+}
+
+static void push_obj(lua_State *L, const struct cfm_obj *obj)
+{
+    json_t **slot = cfm_lua_json_slot(L);
+
+    if (!(*slot = cfm_obj_to_json(obj)))
+        luaL_error(L, "out of memory");
+    cfm_lua_push_json(L, *slot);
+    lua_remove(L, -2); /* the slot; collected later */
+}
+
+/* cfm.system([id]) -> the BusinessSystem object, or nil */
+static int l_system(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = ctx_of(L);
+    const char *id = lua_isnoneornil(L, 1) ? cfm_run_system(run_of(L)) : check_id(L, 1, "system");
+    struct cfm_obj *obj = NULL;
+
+    if (cfm_store_get(ctx->st, id, CFM_KIND_BUSINESS_SYSTEM, id, &obj) != CFM_OK ||
+        obj->deleted) {
+        cfm_obj_free(obj);
+        lua_pushnil(L);
+        return 1;
+    }
+    push_obj(L, obj);
+    cfm_obj_free(obj);
+    return 1;
+}
+
+struct collect {
+    json_t *filter;  /* body fields that must be equal */
+    json_t *out;
+};
+
+static bool collect_obj(void *arg, const struct cfm_obj *obj)
+{
+    struct collect *c = arg;
+    const char *key;
+    json_t *want;
+
+    json_object_foreach(c->filter, key, want)
+        if (!json_equal(json_object_get(obj->body, key), want))
+            return true;
+    json_array_append_new(c->out, cfm_obj_to_json(obj));
+    return true;
+}
+
+/* cfm.objects(kind [, filter]) -> list of objects of the run's system (or
+ * filter.system), in id order; other filter fields must equal body fields. */
+static int l_objects(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = ctx_of(L);
+    const char *kname = luaL_checkstring(L, 1);
+    struct cfm_store_filter f = {.include_deleted = false};
+    struct cfm_why why = {{0}};
+    struct collect c = {0};
+    json_t **filter, **out, *sys;
+    enum cfm_kind kind;
+    char system[CFM_MAX_ID + 1];
+
+    if (cfm_kind_parse(kname, &kind, &why) != CFM_OK)
+        return luaL_error(L, "cfm.objects: %s", why.text);
+    snprintf(system, sizeof system, "%s", cfm_run_system(run_of(L)));
+    filter = cfm_lua_json_slot(L);
+    out = cfm_lua_json_slot(L);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        *filter = cfm_lua_to_json(L, 2, "filter", &why);
+        if (!*filter || !json_is_object(*filter))
+            return luaL_error(L, "cfm.objects: %s", why.text[0] ? why.text : "bad filter");
+        sys = json_object_get(*filter, "system");
+        if (sys) {
+            if (!cfm_id_valid(json_string_value(sys)))
+                return luaL_error(L, "cfm.objects: filter.system is not a system ID");
+            snprintf(system, sizeof system, "%s", json_string_value(sys));
+            json_object_del(*filter, "system");
+        }
+    } else {
+        *filter = json_object();
+    }
+    f.system = system;
+    f.kind = (int)kind;
+    *out = json_array();
+    c.filter = *filter;
+    c.out = *out;
+    if (!c.filter || !c.out || cfm_store_each(ctx->st, &f, collect_obj, &c) != CFM_OK)
+        return luaL_error(L, "cfm.objects: store error");
+    cfm_lua_push_json(L, *out);
+    return 1;
+}
+
+/* Builds an object from the Lua table at idx: {kind, id, system?, body?}. */
+static struct cfm_obj *obj_from_lua(lua_State *L, int idx, const char *call, bool need_body)
+{
+    struct cfm_why why = {{0}};
+    enum cfm_kind kind;
+    const char *kname, *id, *system;
+    json_t *body = NULL;
+    struct cfm_obj *obj;
+
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "kind");
+    lua_getfield(L, idx, "id");
+    lua_getfield(L, idx, "system");
+    kname = lua_tostring(L, -3);
+    id = lua_tostring(L, -2);
+    system = lua_isnil(L, -1) ? cfm_run_system(run_of(L)) : lua_tostring(L, -1);
+    if (!kname || cfm_kind_parse(kname, &kind, &why) != CFM_OK)
+        luaL_error(L, "%s: %s", call, kname ? why.text : "the object needs a kind");
+    if (!id || cfm_id_check(id, "object id", &why) != CFM_OK ||
+        !system || cfm_id_check(system, "system", &why) != CFM_OK)
+        luaL_error(L, "%s: %s", call, why.text[0] ? why.text : "the object needs an id");
+    if (need_body) {
+        lua_getfield(L, idx, "body");
+        if (!lua_istable(L, -1))
+            luaL_error(L, "%s: the object needs a body table", call);
+        body = cfm_lua_to_json(L, -1, "body", &why);
+        lua_pop(L, 1);
+        if (!body)
+            luaL_error(L, "%s: %s", call, why.text);
+        if (!json_is_object(body)) {
+            json_decref(body);
+            luaL_error(L, "%s: body must be a table of fields", call);
+        }
+        if (cfm_obj_validate_body(kind, body, &why) != CFM_OK) {
+            json_decref(body);
+            luaL_error(L, "%s: %s %s: body.%s", call, kname, id, why.text);
+        }
+    }
+    obj = cfm_obj_new(kind, system, id, body);
+    lua_pop(L, 3);
+    if (!obj)
+        luaL_error(L, "%s: out of memory", call);
+    return obj;
+}
+
+/* cfm.save(obj) -> the saved object (with its new version) */
+static int l_save(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = ctx_of(L);
+    struct cfm_obj *obj = obj_from_lua(L, 1, "cfm.save", true);
+    struct cfm_why why = {{0}};
+
+    if (cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK) {
+        cfm_obj_free(obj);
+        return luaL_error(L, "cfm.save: %s", why.text);
+    }
+    push_obj(L, obj);
+    cfm_obj_free(obj);
+    return 1;
+}
+
+/* cfm.delete(obj) -> true when it existed */
+static int l_delete(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = ctx_of(L);
+    struct cfm_obj *obj = obj_from_lua(L, 1, "cfm.delete", false), *cur = NULL;
+    struct cfm_why why = {{0}};
+    bool existed;
+
+    existed = cfm_store_get(ctx->st, obj->system, obj->kind, obj->id, &cur) == CFM_OK &&
+              !cur->deleted;
+    cfm_obj_free(cur);
+    obj->deleted = true;
+    if (existed && cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK) {
+        cfm_obj_free(obj);
+        return luaL_error(L, "cfm.delete: %s", why.text);
+    }
+    cfm_obj_free(obj);
+    lua_pushboolean(L, existed);
+    return 1;
+}
+
+void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
+{
+    static const luaL_Reg top[] = {
+        {"publish_cloud_event", l_publish_cloud_event},
+        {"render", l_render},
+        {NULL, NULL},
+    };
+    static const luaL_Reg cfm[] = {
+        {"system", l_system},
+        {"objects", l_objects},
+        {"save", l_save},
+        {"delete", l_delete},
+        {NULL, NULL},
+    };
+
+    luaL_setfuncs(L, top, 0);
+    luaL_newlib(L, cfm);
+    lua_pushstring(L, ctx->site);
+    lua_setfield(L, -2, "site");
+    lua_pushlightuserdata(L, CFM_LUA_NULL);
+    lua_setfield(L, -2, "null");
+    /* Read-only like the other libraries: a run cannot change cfm.site for others. */
+    lua_newtable(L);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);
+    lua_setfield(L, -2, "cfm");
+}
+
+void cfm_api_record_run(struct cfm_api_ctx *ctx, struct cfm_run *run)
+{
+    char topic[CFM_MAX_TOPIC + 1], started[CFM_TIME_LEN] = "", ended[CFM_TIME_LEN] = "";
+    const json_t *ev = cfm_run_event(run);
+    struct cfm_why why = {{0}};
+    struct cfm_obj *obj;
+    json_t *body;
+    char *text;
+
+    cfm_time_format(cfm_run_started_ms(run), started);
+    if (cfm_run_ended_ms(run))
+        cfm_time_format(cfm_run_ended_ms(run), ended);
+    body = json_pack("{s:s, s:s, s:s, s:s*, s:O*, s:s, s:s*, s:s*, s:s*, s:o}", "procedure",
+                     cfm_run_script(run), "state", cfm_run_state_name(cfm_run_state(run)),
+                     "site", ctx->site, "event_type",
+                     json_string_value(json_object_get(ev, "type")), "event", ev, "started",
+                     started, "ended", ended[0] ? ended : NULL, "waiting_on",
+                     cfm_run_waiting_on(run)[0] ? cfm_run_waiting_on(run) : NULL, "error",
+                     cfm_run_error(run)[0] ? cfm_run_error(run) : NULL, "log",
+                     cfm_run_log_json(run));
+    if (!body) {
+        cfm_error("api", "cannot build the record of run %s", cfm_run_id(run));
+        return;
+    }
+    if (cfm_run_traceback(run)[0])
+        json_object_set_new(body, "traceback", json_string(cfm_run_traceback(run)));
+    if (cfm_run_result(run))
+        json_object_set(body, "result", (json_t *)cfm_run_result(run));
+    json_object_set_new(body, "duration_ms",
+                        json_integer(cfm_run_ended_ms(run)
+                                         ? cfm_run_ended_ms(run) - cfm_run_started_ms(run)
+                                         : 0));
+    text = json_dumps(body, JSON_COMPACT);
+    obj = cfm_obj_new(CFM_KIND_PROCEDURE_RUN, cfm_run_system(run), cfm_run_id(run), body);
+    if (!obj || cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK)
+        cfm_error("api", "cannot record run %s: %s", cfm_run_id(run), why.text);
+    if (text && cfm_topic_build(topic, sizeof topic, CFM_TOPIC_RUN, cfm_run_system(run),
+                                cfm_run_id(run), NULL, NULL) == CFM_OK)
+        cfm_replica_publish(ctx->replica, topic, text, strlen(text), true);
+    free(text);
+    cfm_obj_free(obj);
+}

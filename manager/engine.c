@@ -1,0 +1,970 @@
+/*
+ * engine.c - runs, their coroutines ("fibers": the main one and async
+ * tasks), and the waits that suspend them.
+ *
+ * A fiber that calls a waiting function (sleep, wait_cloud_event, wait)
+ * records what it waits for and yields from C. When that happens (a timer,
+ * an event, a task's end) the engine pushes the results on the fiber's
+ * stack and puts it on the ready queue; an idle handle drains the queue on
+ * the loop, so a fiber is never resumed from inside another one's call.
+ * Resuming charges memory to the run (see sandbox.c) and arms a count hook
+ * with the instruction budget; once the budget is blown the hook fires on
+ * every instruction, so even a pcall-wrapped endless loop dies.
+ *
+ * Runs waiting on events are indexed by "<system>/<type>" in a hash of
+ * buckets, so an event touches only the runs waiting for its type.
+ */
+#include "engine_int.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "luajson.h"
+#include "util.h"
+
+#define DEFAULT_MEMORY ((size_t)64 << 20)
+#define DEFAULT_BUDGET 50000000UL
+#define DEFAULT_DEADLINE_S 3600.0
+#define RESUMES_PER_TURN 2000
+#define RECENT_MS 600000 /* events kept for late waiters: 10 minutes */
+
+struct cfm_wtimer {
+    uv_timer_t t;
+    struct cfm_fiber *f; /* NULL once the wait is over */
+};
+
+static const char *const state_names[] = {"running", "waiting", "succeeded", "failed",
+                                          "cancelled"};
+
+const char *cfm_run_state_name(enum cfm_run_state s)
+{
+    return (unsigned)s < sizeof state_names / sizeof state_names[0] ? state_names[s] : "?";
+}
+
+static void on_idle(uv_idle_t *h);
+static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *error,
+                       const char *traceback);
+
+/* --- small helpers ---------------------------------------------------- */
+
+static unsigned hash_key(const char *key)
+{
+    unsigned h = 2166136261u;
+
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % CFM_WAIT_BUCKETS;
+}
+
+static void set_waiting_on(struct cfm_run *r, const char *fmt, const char *a, const char *b)
+{
+    snprintf(r->waiting_on, sizeof r->waiting_on, fmt, a, b);
+}
+
+static void notify(struct cfm_run *r)
+{
+    if (r->e->host.on_state && !r->e->closing)
+        r->e->host.on_state(r->e->host.arg, r);
+}
+
+static void make_ready(struct cfm_fiber *f, int nargs)
+{
+    struct cfm_engine *e = f->run->e;
+
+    f->wait = CFM_WAIT_NONE;
+    f->queued = true;
+    f->ready_nargs = nargs;
+    f->next_ready = NULL;
+    if (e->ready_tail)
+        e->ready_tail->next_ready = f;
+    else
+        e->ready_head = f;
+    e->ready_tail = f;
+    if (!e->idle_on) {
+        uv_idle_start(&e->idle, on_idle);
+        e->idle_on = true;
+    }
+}
+
+static void on_wtimer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void drop_timer(struct cfm_fiber *f)
+{
+    if (!f->timer)
+        return;
+    f->timer->f = NULL;
+    uv_timer_stop(&f->timer->t);
+    uv_close((uv_handle_t *)&f->timer->t, on_wtimer_closed);
+    f->timer = NULL;
+}
+
+static void unlink_waiter(struct cfm_fiber *f)
+{
+    struct cfm_engine *e = f->run->e;
+    struct cfm_fiber **p = &e->waiters[hash_key(f->ev_key)];
+
+    for (; *p; p = &(*p)->next_waiter) {
+        if (*p == f) {
+            *p = f->next_waiter;
+            break;
+        }
+    }
+    f->next_waiter = NULL;
+    json_decref(f->match);
+    f->match = NULL;
+}
+
+/* Ends whatever f waits for, without waking it. */
+static void cancel_wait(struct cfm_fiber *f)
+{
+    drop_timer(f);
+    if (f->wait == CFM_WAIT_EVENT)
+        unlink_waiter(f);
+    free(f->wait_ids);
+    f->wait_ids = NULL;
+    f->nwait = 0;
+    f->wait = CFM_WAIT_NONE;
+}
+
+static struct cfm_fiber *find_fiber(struct cfm_run *r, int id)
+{
+    for (struct cfm_fiber *f = r->fibers; f; f = f->next)
+        if (f->id == id)
+            return f;
+    return NULL;
+}
+
+/* --- creating runs and fibers ------------------------------------------ */
+
+/* Creates a fiber of r whose function and arguments (nargs) are on top of
+ * L's stack; they are moved to the new coroutine, which is made ready. */
+static struct cfm_fiber *new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id)
+{
+    struct cfm_fiber *f = calloc(1, sizeof *f);
+
+    if (!f)
+        return NULL;
+    f->run = r;
+    f->id = id;
+    f->results_ref = LUA_NOREF;
+    f->co = lua_newthread(L);
+    f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *(struct cfm_fiber **)lua_getextraspace(f->co) = f;
+    lua_xmove(L, f->co, nargs + 1);
+    f->next = r->fibers;
+    r->fibers = f;
+    make_ready(f, nargs);
+    return f;
+}
+
+static void free_fiber(struct cfm_engine *e, struct cfm_fiber *f)
+{
+    cancel_wait(f);
+    luaL_unref(e->L, LUA_REGISTRYINDEX, f->ref);
+    luaL_unref(e->L, LUA_REGISTRYINDEX, f->results_ref);
+    free(f);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct cfm_run *r = t->data;
+    char msg[96];
+
+    snprintf(msg, sizeof msg, "deadline of %.0f s exceeded",
+             (double)(cfm_time_ms() - r->started_ms) / 1000.0);
+    finish_run(r, CFM_RUN_FAILED, msg, "");
+}
+
+static void seed_rng(struct cfm_run *r)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (const unsigned char *p = (const unsigned char *)r->id; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    r->rng[0] = h | 1;
+    r->rng[1] = (h * 0x9e3779b97f4a7c15ull) ^ 0xda3e39cb94b95bdbull;
+}
+
+enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *spec,
+                              struct cfm_run **out, struct cfm_why *why)
+{
+    lua_State *L = e->L;
+    struct cfm_run *r;
+    double deadline = spec->deadline_s > 0 ? spec->deadline_s : e->opts.deadline_s;
+    const char *evid;
+    int top = lua_gettop(L);
+    enum cfm_err err;
+
+    *out = NULL;
+    if (e->closing)
+        return cfm_why_set(why, CFM_EINVAL, "the engine is stopping");
+    if (cfm_engine_find(e, spec->id))
+        return cfm_why_set(why, CFM_EINVAL, "run %s is already active", spec->id);
+    r = calloc(1, sizeof *r);
+    if (!r || !(r->acct = calloc(1, sizeof *r->acct))) {
+        free(r);
+        return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    }
+    r->e = e;
+    r->acct->limit = e->opts.run_memory_limit;
+    snprintf(r->id, sizeof r->id, "%s", spec->id);
+    snprintf(r->system, sizeof r->system, "%s", spec->system);
+    snprintf(r->script, sizeof r->script, "%s", spec->script);
+    r->event = json_deep_copy(spec->event);
+    r->consumed = json_object();
+    r->env_ref = r->modules_ref = LUA_NOREF;
+    r->started_ms = cfm_time_ms();
+    seed_rng(r);
+    evid = json_string_value(json_object_get(r->event, "id"));
+    if (evid)
+        json_object_set_new(r->consumed, evid, json_true());
+
+    e->cur = r->acct;
+    err = cfm_engine__load_script(e, L, spec->script, why);
+    if (err == CFM_OK) {
+        lua_createtable(L, 0, 4); /* the run's globals */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, e->env_mt_ref);
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -2, "_G");
+        cfm_lua_push_json(L, r->event);
+        lua_setfield(L, -2, "event");
+        lua_pushvalue(L, -1);
+        r->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_newtable(L);
+        r->modules_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (!new_fiber(r, L, 1, 0))
+            err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    }
+    e->cur = &e->global;
+    if (err != CFM_OK) {
+        lua_settop(L, top);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->env_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->modules_ref);
+        json_decref(r->event);
+        json_decref(r->consumed);
+        r->acct->dead = true;
+        cfm_engine__acct_release(r->acct);
+        free(r);
+        return err;
+    }
+    lua_settop(L, top);
+    uv_timer_init(e->loop, &r->deadline);
+    r->deadline.data = r;
+    uv_timer_start(&r->deadline, on_deadline, (uint64_t)(deadline * 1000.0), 0);
+    r->state = CFM_RUN_RUNNING;
+    r->next = e->runs;
+    e->runs = r;
+    e->active++;
+    cfm_info("engine", "run %s started: %s on %s", r->id, r->script, r->system);
+    notify(r);
+    *out = r;
+    return CFM_OK;
+}
+
+/* --- ending runs ------------------------------------------------------- */
+
+static void on_run_closed(uv_handle_t *h)
+{
+    struct cfm_run *r = h->data;
+
+    for (unsigned i = 0; i < CFM_RUN_LOG_LINES; i++)
+        free(r->log[i].text);
+    json_decref(r->event);
+    json_decref(r->result);
+    json_decref(r->consumed);
+    free(r->error);
+    free(r->traceback);
+    free(r);
+}
+
+static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *error,
+                       const char *traceback)
+{
+    struct cfm_engine *e = r->e;
+    struct cfm_run **p;
+    struct cfm_fiber *f, *next;
+
+    if (r->state >= CFM_RUN_SUCCEEDED)
+        return;
+    /* Out of the ready queue and the active list. */
+    for (struct cfm_fiber **q = &e->ready_head; *q;) {
+        if ((*q)->run == r)
+            *q = (*q)->next_ready;
+        else
+            q = &(*q)->next_ready;
+    }
+    e->ready_tail = NULL;
+    for (f = e->ready_head; f; f = f->next_ready)
+        e->ready_tail = f;
+    for (p = &e->runs; *p; p = &(*p)->next) {
+        if (*p == r) {
+            *p = r->next;
+            break;
+        }
+    }
+    e->active--;
+    r->state = state;
+    r->ended_ms = cfm_time_ms();
+    r->waiting_on[0] = '\0';
+    r->error = strdup(error ? error : "");
+    r->traceback = strdup(traceback ? traceback : "");
+    if (state == CFM_RUN_SUCCEEDED)
+        cfm_info("engine", "run %s succeeded (%lld ms)", r->id,
+                 (long long)(r->ended_ms - r->started_ms));
+    else
+        cfm_warn("engine", "run %s %s: %s", r->id, cfm_run_state_name(state), r->error);
+    notify(r);
+
+    for (f = r->fibers; f; f = next) {
+        next = f->next;
+        free_fiber(e, f);
+    }
+    r->fibers = NULL;
+    luaL_unref(e->L, LUA_REGISTRYINDEX, r->env_ref);
+    luaL_unref(e->L, LUA_REGISTRYINDEX, r->modules_ref);
+    r->acct->dead = true;
+    cfm_engine__acct_release(r->acct);
+    r->acct = NULL;
+    uv_timer_stop(&r->deadline);
+    uv_close((uv_handle_t *)&r->deadline, on_run_closed);
+}
+
+enum cfm_err cfm_engine_cancel(struct cfm_engine *e, const char *id, const char *reason)
+{
+    struct cfm_run *r = cfm_engine_find(e, id);
+
+    if (!r)
+        return CFM_ENOTFOUND;
+    finish_run(r, CFM_RUN_CANCELLED, reason ? reason : "cancelled", "");
+    return CFM_OK;
+}
+
+/* --- resuming ---------------------------------------------------------- */
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    struct cfm_fiber *f = cfm_engine__fiber_of(L);
+
+    (void)ar;
+    if (f && !f->budget_blown) {
+        f->budget_blown = true;
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1); /* pcall cannot outlast this */
+    }
+    /* lua_pushfstring knows %d but not %lu: the budget fits an int (checked at start). */
+    luaL_error(L, "instruction budget of %d per resume exceeded (an endless loop?)",
+               f ? (int)f->run->e->opts.instr_budget : 0);
+}
+
+/* Stores what a finished fiber returned (or its error) and wakes the
+ * fibers of the run waiting for it. */
+static void fiber_done(struct cfm_fiber *f, bool failed, const char *error)
+{
+    struct cfm_run *r = f->run;
+    lua_State *L = r->e->L;
+
+    f->done = true;
+    f->failed = failed;
+    if (failed) {
+        lua_pushstring(L, error);
+    } else {
+        int n = lua_gettop(f->co);
+        lua_createtable(L, n, 1);
+        for (int i = 1; i <= n; i++) {
+            lua_pushvalue(f->co, i);
+            lua_xmove(f->co, L, 1);
+            lua_rawseti(L, -2, i);
+        }
+        lua_pushinteger(L, n);
+        lua_setfield(L, -2, "n");
+    }
+    f->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (struct cfm_fiber *w = r->fibers; w; w = w->next) {
+        bool all = w->wait == CFM_WAIT_TASKS;
+        for (int i = 0; all && i < w->nwait; i++) {
+            struct cfm_fiber *t = find_fiber(r, w->wait_ids[i]);
+            all = !t || t->done;
+        }
+        if (all) {
+            free(w->wait_ids);
+            w->wait_ids = NULL;
+            w->nwait = 0;
+            make_ready(w, 0); /* l_wait's continuation collects the results */
+        }
+    }
+}
+
+static void resume(struct cfm_fiber *f)
+{
+    struct cfm_run *r = f->run;
+    struct cfm_engine *e = r->e;
+    int nres = 0, status;
+
+    e->cur = r->acct;
+    f->budget_blown = false;
+    lua_sethook(f->co, budget_hook, LUA_MASKCOUNT, (int)e->opts.instr_budget);
+    if (r->state == CFM_RUN_WAITING) {
+        r->state = CFM_RUN_RUNNING;
+        r->waiting_on[0] = '\0';
+    }
+    status = lua_resume(f->co, e->L, f->ready_nargs, &nres);
+    e->cur = &e->global;
+
+    if (status == LUA_YIELD) {
+        lua_pop(f->co, nres);
+        if (f->wait == CFM_WAIT_NONE && !f->queued) {
+            finish_run(r, CFM_RUN_FAILED, "a procedure may not yield by itself", "");
+            return;
+        }
+        /* The run waits when none of its fibers is ready. */
+        for (struct cfm_fiber *g = r->fibers; g; g = g->next)
+            if (!g->done && (g->wait == CFM_WAIT_NONE || g->queued))
+                return;
+        if (r->state != CFM_RUN_WAITING) {
+            r->state = CFM_RUN_WAITING;
+            notify(r);
+        }
+        return;
+    }
+    if (status == LUA_OK) {
+        fiber_done(f, false, NULL);
+        if (f->id == 0) {
+            struct cfm_why why = {{0}};
+            if (nres > 0 && !lua_isnil(f->co, 1))
+                r->result = cfm_lua_to_json(f->co, 1, "result", &why);
+            finish_run(r, CFM_RUN_SUCCEEDED, NULL, NULL);
+        }
+        return;
+    }
+    /* An error: the coroutine is dead but its stack is kept for the traceback. */
+    {
+        const char *msg = lua_tostring(f->co, -1);
+        char fallback[64];
+
+        if (status == LUA_ERRMEM)
+            msg = "not enough memory (the run's memory limit was reached)";
+        else if (!msg) {
+            snprintf(fallback, sizeof fallback, "(error object is a %s value)",
+                     luaL_typename(f->co, -1));
+            msg = fallback;
+        }
+        luaL_traceback(e->L, f->co, msg, 0);
+        if (f->id == 0) {
+            finish_run(r, CFM_RUN_FAILED, msg, lua_tostring(e->L, -1));
+            lua_pop(e->L, 1);
+        } else {
+            char *tb = strdup(lua_tostring(e->L, -1));
+            lua_pop(e->L, 1);
+            fiber_done(f, true, tb ? tb : msg);
+            free(tb);
+        }
+    }
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    struct cfm_engine *e = h->data;
+
+    for (int i = 0; i < RESUMES_PER_TURN && e->ready_head; i++) {
+        struct cfm_fiber *f = e->ready_head;
+        e->ready_head = f->next_ready;
+        if (!e->ready_head)
+            e->ready_tail = NULL;
+        f->next_ready = NULL;
+        f->queued = false;
+        resume(f);
+    }
+    if (!e->ready_head) {
+        uv_idle_stop(&e->idle);
+        e->idle_on = false;
+    }
+}
+
+/* --- waiting functions of the base library ---------------------------- */
+
+static struct cfm_fiber *need_fiber(lua_State *L)
+{
+    struct cfm_fiber *f = cfm_engine__fiber_of(L);
+
+    if (!f)
+        luaL_error(L, "not inside a procedure run");
+    return f;
+}
+
+static void on_wtimer(uv_timer_t *t)
+{
+    struct cfm_wtimer *w = t->data;
+    struct cfm_fiber *f = w->f;
+
+    if (!f)
+        return;
+    f->timer = NULL;
+    uv_close((uv_handle_t *)t, on_wtimer_closed);
+    if (f->wait == CFM_WAIT_EVENT) {
+        unlink_waiter(f);
+        lua_pushnil(f->co);
+        lua_pushliteral(f->co, "timeout");
+        make_ready(f, 2);
+    } else {
+        make_ready(f, 0);
+    }
+}
+
+static void arm_timer(struct cfm_fiber *f, double seconds)
+{
+    struct cfm_wtimer *w = calloc(1, sizeof *w);
+
+    if (!w)
+        return; /* no timeout rather than a crash; the run's deadline still holds */
+    w->f = f;
+    uv_timer_init(f->run->e->loop, &w->t);
+    w->t.data = w;
+    uv_timer_start(&w->t, on_wtimer, seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0), 0);
+    f->timer = w;
+}
+
+int cfm_engine__l_sleep(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    double s = luaL_checknumber(L, 1);
+
+    luaL_argcheck(L, s >= 0 && s <= 86400 * 7, 1, "seconds must be from 0 to 604800");
+    f->wait = CFM_WAIT_SLEEP;
+    arm_timer(f, s);
+    set_waiting_on(f->run, "sleep %s%s", lua_tostring(L, 1), " s");
+    return lua_yield(L, 0);
+}
+
+int cfm_engine__l_log(lua_State *L)
+{
+    struct cfm_run *r = need_fiber(L)->run;
+    const char *level = luaL_checkstring(L, 1);
+    int n = lua_gettop(L);
+
+    if (strcmp(level, "debug") && strcmp(level, "info") && strcmp(level, "warn") &&
+        strcmp(level, "error"))
+        return luaL_argerror(L, 1, "level must be debug, info, warn or error");
+    /* log(level, fmt, ...) formats like string.format. */
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "format");
+    for (int i = 2; i <= n; i++)
+        lua_pushvalue(L, i);
+    lua_call(L, n - 1, 1);
+    cfm_run_log(r, level, lua_tostring(L, -1));
+    return 0;
+}
+
+/* True when every key of match equals the same key of the event's payload. */
+static bool matches(const json_t *match, const json_t *event)
+{
+    const json_t *payload = json_object_get(event, "payload");
+    const char *key;
+    json_t *want;
+
+    if (!match)
+        return true;
+    json_object_foreach((json_t *)match, key, want) {
+        json_t *have = json_object_get(payload, key);
+        if (!have)
+            return false;
+        if (json_is_number(want) && json_is_number(have)) {
+            if (json_number_value(want) != json_number_value(have))
+                return false;
+        } else if (!json_equal(want, have)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Hands event to waiting fiber f (made ready with the event as its result). */
+static void deliver(struct cfm_fiber *f, const json_t *event)
+{
+    const char *id = json_string_value(json_object_get(event, "id"));
+
+    if (id)
+        json_object_set_new(f->run->consumed, id, json_true());
+    drop_timer(f);
+    cfm_lua_push_json(f->co, event);
+    make_ready(f, 1);
+}
+
+static bool consumed(struct cfm_run *r, const json_t *event)
+{
+    const char *id = json_string_value(json_object_get(event, "id"));
+    return id && json_object_get(r->consumed, id);
+}
+
+int cfm_engine__l_wait_cloud_event(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    struct cfm_engine *e = f->run->e;
+    const char *system = luaL_checkstring(L, 1);
+    const char *type = luaL_checkstring(L, 2);
+    double timeout = -1;
+    struct cfm_why why = {{0}};
+    json_t *match = NULL;
+    unsigned b;
+
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+            timeout = luaL_checknumber(L, -1);
+            luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, 3, "match") != LUA_TNIL) {
+            luaL_checktype(L, -1, LUA_TTABLE);
+            match = cfm_lua_to_json(L, -1, "match", &why);
+            if (!match || !json_is_object(match)) {
+                json_decref(match);
+                return luaL_error(L, "wait_cloud_event: %s",
+                                  why.text[0] ? why.text : "match must be a table of fields");
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (strlen(system) > CFM_MAX_ID || strlen(type) > CFM_MAX_ID) {
+        json_decref(match);
+        return luaL_error(L, "wait_cloud_event: system or type longer than %d", CFM_MAX_ID);
+    }
+    snprintf(f->ev_key, sizeof f->ev_key, "%s/%s", system, type);
+    f->match = match;
+    f->wait = CFM_WAIT_EVENT;
+    set_waiting_on(f->run, "event %s/%s", system, type);
+    /* An event that arrived since the run started and before this wait. */
+    for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++) {
+        struct cfm_recent *ev = &e->recent[i];
+        if (ev->event && ev->ms >= f->run->started_ms && strcmp(ev->key, f->ev_key) == 0 &&
+            !consumed(f->run, ev->event) && matches(match, ev->event)) {
+            json_decref(f->match);
+            f->match = NULL;
+            f->run->waiting_on[0] = '\0';
+            deliver(f, ev->event); /* queued with the event; resumed next turn */
+            return lua_yield(L, 0);
+        }
+    }
+    b = hash_key(f->ev_key);
+    f->next_waiter = e->waiters[b];
+    e->waiters[b] = f;
+    if (timeout >= 0)
+        arm_timer(f, timeout);
+    return lua_yield(L, 0);
+}
+
+void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *type,
+                         const json_t *event)
+{
+    char key[2 * CFM_MAX_ID + 2];
+    struct cfm_recent *slot;
+    struct cfm_fiber **p;
+
+    snprintf(key, sizeof key, "%s/%s", system, type);
+    slot = &e->recent[e->recent_next++ % CFM_RECENT_EVENTS];
+    json_decref(slot->event);
+    snprintf(slot->key, sizeof slot->key, "%s", key);
+    slot->event = json_deep_copy(event);
+    slot->ms = cfm_time_ms();
+    for (p = &e->waiters[hash_key(key)]; *p;) {
+        struct cfm_fiber *f = *p;
+        if (strcmp(f->ev_key, key) != 0 || consumed(f->run, event) || !matches(f->match, event)) {
+            p = &f->next_waiter;
+            continue;
+        }
+        *p = f->next_waiter;
+        f->next_waiter = NULL;
+        json_decref(f->match);
+        f->match = NULL;
+        deliver(f, event);
+    }
+    /* Forget events older than RECENT_MS lazily: a slot is reused in turn. */
+}
+
+/* async(fn, ...) -> task */
+int cfm_engine__l_async(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    struct cfm_run *r = f->run;
+    int n = lua_gettop(L);
+    int id = ++r->next_task_id;
+
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (!new_fiber(r, L, n - 1, id))
+        return luaL_error(L, "async: out of memory");
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, id);
+    lua_setfield(L, -2, "task");
+    return 1;
+}
+
+static int task_id(lua_State *L, int idx)
+{
+    int id;
+
+    if (lua_type(L, idx) != LUA_TTABLE || lua_getfield(L, idx, "task") != LUA_TNUMBER)
+        return luaL_argerror(L, idx, "a task returned by async() expected");
+    id = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return id;
+}
+
+/* Pushes the results of finished task t, or raises its error. With all,
+ * every result; otherwise the first. Returns the number pushed. */
+static int push_results(lua_State *L, struct cfm_fiber *t, bool all)
+{
+    int n;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    if (t->failed)
+        return luaL_error(L, "task %d failed: %s", t->id, lua_tostring(L, -1));
+    lua_getfield(L, -1, "n");
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (!all)
+        n = n > 0 ? 1 : 0;
+    luaL_checkstack(L, n + 1, "too many results");
+    for (int i = 1; i <= n; i++)
+        lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+    if (!all && n == 0) {
+        lua_pushnil(L);
+        n = 1;
+    }
+    return n;
+}
+
+/* True when the value at idx is a list of tasks rather than one task. */
+static bool is_task_list(lua_State *L, int idx)
+{
+    bool list;
+
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return false;
+    list = lua_getfield(L, idx, "task") == LUA_TNIL;
+    lua_pop(L, 1);
+    return list;
+}
+
+/* Continuation of wait(): every task is done; collect their results. */
+static int wait_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    int nargs = (int)ctx, total = 0;
+
+    (void)status;
+    lua_settop(L, nargs);
+    if (nargs == 1 && is_task_list(L, 1)) {
+        lua_Integer len = (lua_Integer)lua_rawlen(L, 1);
+        lua_createtable(L, (int)len, 0);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, 1, i);
+            push_results(L, find_fiber(f->run, task_id(L, -1)), false);
+            lua_rawseti(L, -3, i);
+            lua_pop(L, 1);
+        }
+        return 1;
+    }
+    if (nargs == 1)
+        return push_results(L, find_fiber(f->run, task_id(L, 1)), true);
+    for (int i = 1; i <= nargs; i++)
+        total += push_results(L, find_fiber(f->run, task_id(L, i)), false);
+    return total;
+}
+
+/* wait(t) -> every result of t; wait(t1, t2, ...) -> the first result of
+ * each; wait({t1, t2, ...}) -> a list of first results. A failed task's
+ * error is raised (with its traceback) once all have finished. */
+int cfm_engine__l_wait(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    int nargs = lua_gettop(L), *ids, nids = 0;
+    bool pending = false;
+
+    if (nargs == 0)
+        return luaL_error(L, "wait: no task given");
+    if (nargs == 1 && is_task_list(L, 1)) {
+        nids = (int)lua_rawlen(L, 1);
+        ids = calloc((size_t)nids + 1, sizeof *ids);
+        for (int i = 1; ids && i <= nids; i++) {
+            lua_rawgeti(L, 1, i);
+            ids[i - 1] = task_id(L, -1);
+            lua_pop(L, 1);
+        }
+    } else {
+        nids = nargs;
+        ids = calloc((size_t)nids, sizeof *ids);
+        for (int i = 1; ids && i <= nargs; i++)
+            ids[i - 1] = task_id(L, i);
+    }
+    if (!ids)
+        return luaL_error(L, "wait: out of memory");
+    for (int i = 0; i < nids; i++) {
+        struct cfm_fiber *t = find_fiber(f->run, ids[i]);
+        if (!t || t->id == 0) {
+            free(ids);
+            return luaL_error(L, "wait: task %d is not a task of this run", ids[i]);
+        }
+        pending = pending || !t->done;
+    }
+    if (!pending) {
+        free(ids);
+        return wait_done(L, LUA_OK, (lua_KContext)nargs);
+    }
+    f->wait = CFM_WAIT_TASKS;
+    f->wait_ids = ids;
+    f->nwait = nids;
+    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%d task(s)", nids);
+    return lua_yieldk(L, 0, (lua_KContext)nargs, wait_done);
+}
+
+/* --- the engine -------------------------------------------------------- */
+
+enum cfm_err cfm_engine_new(uv_loop_t *loop, const struct cfm_engine_opts *opts,
+                            const struct cfm_engine_host *host, struct cfm_engine **out,
+                            struct cfm_why *why)
+{
+    struct cfm_engine *e = calloc(1, sizeof *e);
+
+    *out = NULL;
+    if (!e)
+        return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    e->loop = loop;
+    e->opts = *opts;
+    e->host = *host;
+    if (!e->opts.run_memory_limit)
+        e->opts.run_memory_limit = DEFAULT_MEMORY;
+    if (!e->opts.instr_budget || e->opts.instr_budget > INT32_MAX)
+        e->opts.instr_budget = DEFAULT_BUDGET;
+    if (e->opts.deadline_s <= 0)
+        e->opts.deadline_s = DEFAULT_DEADLINE_S;
+    if (opts->procedures_dir)
+        snprintf(e->procedures_dir, sizeof e->procedures_dir, "%s", opts->procedures_dir);
+    e->opts.procedures_dir = e->procedures_dir;
+    e->L = cfm_engine__new_state(e);
+    if (!e->L) {
+        free(e);
+        return cfm_why_set(why, CFM_ENOMEM, "cannot create the Lua state");
+    }
+    *(struct cfm_fiber **)lua_getextraspace(e->L) = NULL;
+    lua_pushlightuserdata(e->L, e);
+    lua_setfield(e->L, LUA_REGISTRYINDEX, "cfm.engine");
+    cfm_engine__open_base(e);
+    uv_idle_init(loop, &e->idle);
+    e->idle.data = e;
+    *out = e;
+    return CFM_OK;
+}
+
+static void on_engine_closed(uv_handle_t *h)
+{
+    struct cfm_engine *e = h->data;
+
+    for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++)
+        json_decref(e->recent[i].event);
+    lua_close(e->L);
+    free(e);
+}
+
+void cfm_engine_close(struct cfm_engine *e)
+{
+    if (!e)
+        return;
+    e->closing = true;
+    while (e->runs)
+        finish_run(e->runs, CFM_RUN_CANCELLED, "the manager is stopping", "");
+    uv_idle_stop(&e->idle);
+    uv_close((uv_handle_t *)&e->idle, on_engine_closed);
+}
+
+enum cfm_err cfm_engine_check_script(struct cfm_engine *e, const char *script,
+                                     struct cfm_why *why)
+{
+    int top = lua_gettop(e->L);
+    enum cfm_err err = cfm_engine__load_script(e, e->L, script, why);
+
+    lua_settop(e->L, top);
+    return err;
+}
+
+const char *cfm_engine_procedures_dir(const struct cfm_engine *e)
+{
+    return e->procedures_dir[0] ? e->procedures_dir : NULL;
+}
+
+struct cfm_run *cfm_engine_find(struct cfm_engine *e, const char *id)
+{
+    for (struct cfm_run *r = e->runs; r; r = r->next)
+        if (strcmp(r->id, id) == 0)
+            return r;
+    return NULL;
+}
+
+size_t cfm_engine_active(const struct cfm_engine *e)
+{
+    return e->active;
+}
+
+struct cfm_run *cfm_engine_run_of(lua_State *L)
+{
+    struct cfm_fiber *f = cfm_engine__fiber_of(L);
+    return f ? f->run : NULL;
+}
+
+void *cfm_engine_host_arg(lua_State *L)
+{
+    struct cfm_engine *e;
+
+    lua_getfield(L, LUA_REGISTRYINDEX, "cfm.engine");
+    e = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return e ? e->host.arg : NULL;
+}
+
+void cfm_run_log(struct cfm_run *r, const char *level, const char *text)
+{
+    struct cfm_logline *l = &r->log[r->log_next];
+    enum cfm_log_level lv = CFM_LOG_INFO;
+
+    cfm_log_parse_level(level, &lv);
+    cfm_log(lv, "run", "%s: %s", r->id, text);
+    free(l->text);
+    l->text = strdup(text);
+    l->ms = cfm_time_ms();
+    snprintf(l->level, sizeof l->level, "%s", level);
+    r->log_next = (r->log_next + 1) % CFM_RUN_LOG_LINES;
+    if (r->log_count < CFM_RUN_LOG_LINES)
+        r->log_count++;
+}
+
+json_t *cfm_run_log_json(const struct cfm_run *r)
+{
+    json_t *arr = json_array();
+    unsigned start = (r->log_next + CFM_RUN_LOG_LINES - r->log_count) % CFM_RUN_LOG_LINES;
+
+    for (unsigned i = 0; arr && i < r->log_count; i++) {
+        const struct cfm_logline *l = &r->log[(start + i) % CFM_RUN_LOG_LINES];
+        char when[CFM_TIME_LEN];
+        cfm_time_format(l->ms, when);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "time", when, "level", l->level,
+                                             "text", l->text ? l->text : ""));
+    }
+    return arr;
+}
+
+const char *cfm_run_id(const struct cfm_run *r) { return r->id; }
+const char *cfm_run_system(const struct cfm_run *r) { return r->system; }
+const char *cfm_run_script(const struct cfm_run *r) { return r->script; }
+enum cfm_run_state cfm_run_state(const struct cfm_run *r) { return r->state; }
+const char *cfm_run_waiting_on(const struct cfm_run *r) { return r->waiting_on; }
+const char *cfm_run_error(const struct cfm_run *r) { return r->error ? r->error : ""; }
+const char *cfm_run_traceback(const struct cfm_run *r) { return r->traceback ? r->traceback : ""; }
+const json_t *cfm_run_event(const struct cfm_run *r) { return r->event; }
+const json_t *cfm_run_result(const struct cfm_run *r) { return r->result; }
+int64_t cfm_run_started_ms(const struct cfm_run *r) { return r->started_ms; }
+int64_t cfm_run_ended_ms(const struct cfm_run *r) { return r->ended_ms; }

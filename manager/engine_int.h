@@ -1,0 +1,137 @@
+/*
+ * engine_int.h - what engine.c (runs, fibers, waits) and sandbox.c (the Lua
+ * state, allocator and base library) share. Not for other modules.
+ */
+#ifndef CFM_ENGINE_INT_H
+#define CFM_ENGINE_INT_H
+
+#include <lua.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "engine.h"
+
+/* Memory accounting of one run (or of the engine itself). Freed when the
+ * run has ended and the last of its allocations is gone. */
+struct cfm_acct {
+    size_t used;
+    size_t limit;   /* 0: unlimited */
+    bool dead;      /* the run ended */
+};
+
+enum cfm_wait {
+    CFM_WAIT_NONE,    /* running or ready */
+    CFM_WAIT_SLEEP,
+    CFM_WAIT_EVENT,
+    CFM_WAIT_TASKS,
+};
+
+struct cfm_wtimer;
+
+/* A coroutine of a run: the main one (id 0) or an async task. */
+struct cfm_fiber {
+    struct cfm_run *run;
+    lua_State *co;
+    int ref;                     /* registry reference keeping co alive */
+    int id;
+    bool done;
+    bool failed;
+    bool budget_blown;
+    bool queued;                 /* on the ready queue */
+    int results_ref;             /* table {n=, ...} of results, or the error text */
+    enum cfm_wait wait;
+    struct cfm_wtimer *timer;    /* sleep or wait timeout */
+    /* WAIT_EVENT */
+    char ev_key[2 * CFM_MAX_ID + 2];
+    json_t *match;
+    struct cfm_fiber *next_waiter;
+    /* WAIT_TASKS */
+    int *wait_ids;
+    int nwait;
+    /* ready queue */
+    struct cfm_fiber *next_ready;
+    int ready_nargs;
+    struct cfm_fiber *next;      /* the run's list */
+};
+
+struct cfm_logline {
+    int64_t ms;
+    char level[8];
+    char *text;
+};
+
+struct cfm_run {
+    struct cfm_engine *e;
+    char id[CFM_MAX_ID + 1];
+    char system[CFM_MAX_ID + 1];
+    char script[256];
+    json_t *event;
+    enum cfm_run_state state;
+    char waiting_on[160];
+    char *error;
+    char *traceback;
+    json_t *result;
+    struct cfm_acct *acct;
+    int env_ref;                 /* the run's global table */
+    int modules_ref;             /* modules loaded by require */
+    struct cfm_fiber *fibers;
+    int next_task_id;
+    uv_timer_t deadline;
+    int64_t started_ms, ended_ms;
+    struct cfm_logline log[CFM_RUN_LOG_LINES];
+    unsigned log_next, log_count;
+    uint64_t rng[2];             /* math.random: deterministic per run */
+    json_t *consumed;            /* event ids already returned to this run */
+    struct cfm_run *next;        /* engine's list of active runs */
+};
+
+struct cfm_recent {
+    char key[2 * CFM_MAX_ID + 2];
+    json_t *event;
+    int64_t ms;
+};
+
+#define CFM_RECENT_EVENTS 256
+#define CFM_WAIT_BUCKETS 4096
+
+struct cfm_engine {
+    uv_loop_t *loop;
+    lua_State *L;
+    struct cfm_engine_opts opts;
+    char procedures_dir[4096];
+    struct cfm_engine_host host;
+    struct cfm_acct global;      /* allocations outside any run */
+    struct cfm_acct *cur;        /* charged by the allocator now */
+    size_t total;                /* every byte of the Lua state */
+    size_t total_limit;
+    int env_mt_ref;              /* metatable of run globals: __index = base */
+    int base_ref;                /* the shared, read-only base library */
+    struct cfm_run *runs;
+    size_t active;
+    struct cfm_fiber *ready_head, *ready_tail;
+    uv_idle_t idle;
+    bool idle_on;
+    struct cfm_fiber *waiters[CFM_WAIT_BUCKETS];
+    struct cfm_recent recent[CFM_RECENT_EVENTS];
+    unsigned recent_next;
+    bool closing;
+};
+
+/* sandbox.c */
+lua_State *cfm_engine__new_state(struct cfm_engine *e);
+void cfm_engine__open_base(struct cfm_engine *e);
+int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *script,
+                            struct cfm_why *why);
+void cfm_engine__acct_release(struct cfm_acct *a);
+struct cfm_fiber *cfm_engine__fiber_of(lua_State *L);
+
+/* engine.c, for the base library in sandbox.c */
+int cfm_engine__l_async(lua_State *L);
+int cfm_engine__l_wait(lua_State *L);
+int cfm_engine__l_sleep(lua_State *L);
+int cfm_engine__l_wait_cloud_event(lua_State *L);
+int cfm_engine__l_log(lua_State *L);
+
+#endif

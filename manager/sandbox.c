@@ -1,0 +1,500 @@
+/*
+ * sandbox.c - the engine's Lua state: an allocator that charges every byte
+ * to the run executing (or owning) it, and the allow-list that is the only
+ * library a procedure sees.
+ *
+ * Like Redis's script_lua.c, the sandbox is built from an allow-list, not by
+ * deleting dangerous functions: each run's globals fall back (__index) to a
+ * shared base table holding copies of the safe functions and read-only
+ * proxies of the safe libraries. There is no io, os.execute, package,
+ * debug, coroutine, dofile, loadfile, collectgarbage or rawset; load takes
+ * text only; require reads only procedures_dir/lib; string.dump is removed
+ * from the real string table (strings' metatable points at it).
+ *
+ * The allocator puts a 16-byte header before each block naming the account
+ * it is charged to, so a block allocated by one run and freed during
+ * another's garbage collection is credited back to the right run.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+
+#define HDR 16
+#define TOTAL_LIMIT ((size_t)2 << 30)
+#define SCRIPT_MAX (1u << 20)
+#define ENV_PREFIX "local _ENV = ...; "
+
+struct hdr {
+    struct cfm_acct *acct;
+    size_t size;
+};
+
+_Static_assert(sizeof(struct hdr) <= HDR, "allocation header too large");
+
+void cfm_engine__acct_release(struct cfm_acct *a)
+{
+    if (a && a->dead && a->used == 0)
+        free(a);
+}
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct cfm_engine *e = ud;
+    struct hdr *h = ptr ? (struct hdr *)((char *)ptr - HDR) : NULL;
+    struct cfm_acct *a;
+    size_t old;
+    char *nb;
+
+    (void)osize;
+    if (nsize == 0) {
+        if (h) {
+            a = h->acct;
+            a->used -= h->size;
+            e->total -= h->size;
+            free(h);
+            cfm_engine__acct_release(a);
+        }
+        return NULL;
+    }
+    a = h ? h->acct : e->cur;
+    old = h ? h->size : 0;
+    if (nsize > old) {
+        if (a->limit && a->used + (nsize - old) > a->limit)
+            return NULL;
+        if (e->total + (nsize - old) > e->total_limit)
+            return NULL;
+    }
+    if (nsize > SIZE_MAX - HDR)
+        return NULL;
+    nb = realloc(h, HDR + nsize);
+    if (!nb)
+        return NULL;
+    h = (struct hdr *)nb;
+    h->acct = a;
+    h->size = nsize;
+    a->used = a->used - old + nsize;
+    e->total = e->total - old + nsize;
+    return nb + HDR;
+}
+
+lua_State *cfm_engine__new_state(struct cfm_engine *e)
+{
+    e->global.limit = 0;
+    e->cur = &e->global;
+    e->total_limit = TOTAL_LIMIT;
+    return lua_newstate(l_alloc, e);
+}
+
+struct cfm_fiber *cfm_engine__fiber_of(lua_State *L)
+{
+    return *(struct cfm_fiber **)lua_getextraspace(L);
+}
+
+/* --- read-only library proxies ------------------------------------- */
+
+static int readonly_newindex(lua_State *L)
+{
+    return luaL_error(L, "attempt to change a read-only library table (field '%s')",
+                      lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+
+static int proxy_pairs(lua_State *L)
+{
+    lua_getglobal(L, "next"); /* the real global table's next, not the run's */
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* Pops a table and pushes a read-only proxy of it. */
+static void make_proxy(lua_State *L)
+{
+    lua_newtable(L);            /* proxy */
+    lua_createtable(L, 0, 4);   /* its metatable */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, proxy_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);
+}
+
+/* Pushes a copy of global library lib holding only the names in keep
+ * (NULL: all of them), as a read-only proxy. */
+static void copy_lib(lua_State *L, const char *lib, const char *const *keep)
+{
+    lua_getglobal(L, lib);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -3)) {
+        bool ok = keep == NULL;
+        for (const char *const *k = keep; k && *k && !ok; k++)
+            ok = lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), *k) == 0;
+        if (ok) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_remove(L, -2);
+}
+
+/* --- functions of the base library ---------------------------------- */
+
+static struct cfm_run *need_run(lua_State *L)
+{
+    struct cfm_fiber *f = cfm_engine__fiber_of(L);
+
+    if (!f)
+        luaL_error(L, "not inside a procedure run");
+    return f->run;
+}
+
+static int l_print(lua_State *L)
+{
+    struct cfm_run *r = need_run(L);
+    luaL_Buffer b;
+    int n = lua_gettop(L);
+
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1)
+            luaL_addchar(&b, '\t');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    cfm_run_log(r, "info", lua_tostring(L, -1));
+    return 0;
+}
+
+/* load(chunk [, chunkname [, mode [, env]]]): text chunks only. */
+static int l_load(lua_State *L)
+{
+    struct cfm_run *r = need_run(L);
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    const char *mode = luaL_optstring(L, 3, "t");
+
+    if (!s || lua_type(L, 1) != LUA_TSTRING)
+        return luaL_error(L, "load: only strings can be loaded in a procedure");
+    if (strcmp(mode, "t") != 0)
+        return luaL_error(L, "load: binary chunks are not allowed (mode must be \"t\")");
+    if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (!lua_isnoneornil(L, 4))
+        lua_pushvalue(L, 4);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
+    if (!lua_setupvalue(L, -2, 1))
+        lua_pop(L, 1);
+    return 1;
+}
+
+static bool module_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > 128 || name[0] == '.' || name[n - 1] == '.' || strstr(name, ".."))
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.'))
+            return false;
+    return true;
+}
+
+/* Reads path (at most SCRIPT_MAX) and compiles it with the _ENV prefix
+ * under chunkname; pushes the function, or returns an error with why. */
+static int compile_file(lua_State *L, const char *path, const char *chunkname,
+                        struct cfm_why *why)
+{
+    FILE *f = fopen(path, "rb");
+    size_t pre = strlen(ENV_PREFIX), n;
+    char *buf;
+    int rc;
+
+    if (!f) {
+        cfm_why_set(why, errno == ENOENT ? CFM_ENOTFOUND : CFM_EIO, "%s: %s", chunkname + 1,
+                    strerror(errno));
+        return errno == ENOENT ? CFM_ENOTFOUND : CFM_EIO;
+    }
+    buf = malloc(pre + SCRIPT_MAX + 1);
+    if (!buf) {
+        fclose(f);
+        return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    }
+    memcpy(buf, ENV_PREFIX, pre);
+    n = fread(buf + pre, 1, SCRIPT_MAX + 1, f);
+    fclose(f);
+    if (n > SCRIPT_MAX) {
+        free(buf);
+        return cfm_why_set(why, CFM_ETOOBIG, "%s: larger than %u bytes", chunkname + 1,
+                           SCRIPT_MAX);
+    }
+    rc = luaL_loadbufferx(L, buf, pre + n, chunkname, "t");
+    free(buf);
+    if (rc != LUA_OK) {
+        cfm_why_set(why, CFM_EINVAL, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return CFM_EINVAL;
+    }
+    return CFM_OK;
+}
+
+static int l_require(lua_State *L)
+{
+    struct cfm_run *r = need_run(L);
+    const char *name = luaL_checkstring(L, 1);
+    char path[4096 + 256], chunk[300];
+    struct cfm_why why = {{0}};
+
+    if (!module_name_ok(name))
+        return luaL_error(L, "require: '%s' is not a module name (letters, digits, '_', '.')",
+                          name);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->modules_ref);
+    if (lua_getfield(L, -1, name) != LUA_TNIL)
+        return 1;
+    lua_pop(L, 1);
+    snprintf(chunk, sizeof chunk, "@lib/%s.lua", name);
+    for (char *p = chunk + 5; *p && p < chunk + strlen(chunk) - 4; p++)
+        if (*p == '.')
+            *p = '/';
+    if (snprintf(path, sizeof path, "%s/%s", r->e->procedures_dir, chunk + 1) >=
+        (int)sizeof path)
+        return luaL_error(L, "require '%s': path too long", name);
+    if (!r->e->procedures_dir[0] || compile_file(L, path, chunk, &why) != CFM_OK)
+        return luaL_error(L, "require '%s': %s", name,
+                          why.text[0] ? why.text : "no procedures directory");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, name);
+    return 1;
+}
+
+/* xoshiro128-style generator seeded per run, so math.random is the same
+ * sequence every time a run is replayed. */
+static uint64_t next_random(struct cfm_run *r)
+{
+    uint64_t s0 = r->rng[0], s1 = r->rng[1], result = s0 + s1;
+
+    s1 ^= s0;
+    r->rng[0] = ((s0 << 55) | (s0 >> 9)) ^ s1 ^ (s1 << 14);
+    r->rng[1] = (s1 << 36) | (s1 >> 28);
+    return result;
+}
+
+static int l_random(lua_State *L)
+{
+    struct cfm_run *r = need_run(L);
+    uint64_t x = next_random(r);
+    lua_Integer lo = 1, hi;
+
+    switch (lua_gettop(L)) {
+    case 0:
+        lua_pushnumber(L, (double)(x >> 11) * (1.0 / 9007199254740992.0));
+        return 1;
+    case 1:
+        hi = luaL_checkinteger(L, 1);
+        break;
+    default:
+        lo = luaL_checkinteger(L, 1);
+        hi = luaL_checkinteger(L, 2);
+        break;
+    }
+    luaL_argcheck(L, lo <= hi, lua_gettop(L), "interval is empty");
+    lua_pushinteger(L, lo + (lua_Integer)(x % ((uint64_t)(hi - lo) + 1)));
+    return 1;
+}
+
+void cfm_engine__open_base(struct cfm_engine *e)
+{
+    static const char *const base_fns[] = {
+        "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
+        "tostring", "type", "xpcall", "rawequal", "rawlen", "rawget", "setmetatable",
+        "getmetatable", NULL};
+    static const char *const os_keep[] = {"time", "clock", "date", NULL};
+    static const char *const libs[] = {"string", "table", "utf8", NULL};
+    lua_State *L = e->L;
+
+    luaL_openlibs(L);
+    /* Strings' metatable __index is the real string table: drop dump there,
+     * and hide the metatable itself. */
+    lua_getglobal(L, "string");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
+
+    lua_newtable(L); /* base */
+    for (const char *const *f = base_fns; *f; f++) {
+        lua_getglobal(L, *f);
+        lua_setfield(L, -2, *f);
+    }
+    for (const char *const *lib = libs; *lib; lib++) {
+        copy_lib(L, *lib, NULL);
+        make_proxy(L);
+        lua_setfield(L, -2, *lib);
+    }
+    copy_lib(L, "os", os_keep);
+    make_proxy(L);
+    lua_setfield(L, -2, "os");
+    copy_lib(L, "math", NULL);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "randomseed");
+    lua_pushcfunction(L, l_random);
+    lua_setfield(L, -2, "random");
+    make_proxy(L);
+    lua_setfield(L, -2, "math");
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "unpack");
+    lua_setfield(L, -3, "unpack");
+    lua_pop(L, 1);
+
+    static const luaL_Reg engine_fns[] = {
+        {"print", l_print},
+        {"load", l_load},
+        {"require", l_require},
+        {"async", cfm_engine__l_async},
+        {"wait", cfm_engine__l_wait},
+        {"sleep", cfm_engine__l_sleep},
+        {"wait_cloud_event", cfm_engine__l_wait_cloud_event},
+        {"log", cfm_engine__l_log},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, engine_fns, 0);
+    if (e->host.open_api)
+        e->host.open_api(e->host.arg, L);
+    e->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_createtable(L, 0, 2); /* metatable of every run's globals */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->base_ref);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "sandbox");
+    lua_setfield(L, -2, "__metatable");
+    e->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static bool script_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 5 || n > 255 || s[0] == '.' || strcmp(s + n - 4, ".lua") != 0)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (*p == '/' || *p == '\\')
+            return false;
+    return true;
+}
+
+/* Pushes the compiled script (cached by name, size and mtime in the
+ * registry), a function taking the run's globals as its argument. */
+int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *script,
+                            struct cfm_why *why)
+{
+    char path[4096 + 256], chunk[260], stamp[64];
+    struct stat sb;
+    int err;
+
+    if (!script_name_ok(script))
+        return cfm_why_set(why, CFM_EINVAL, "'%s' is not a procedure file name (NAME.lua)",
+                           script);
+    if (!e->procedures_dir[0])
+        return cfm_why_set(why, CFM_ENOTFOUND,
+                           "this site has no procedures directory (--procedures DIR)");
+    snprintf(path, sizeof path, "%s/%s", e->procedures_dir, script);
+    if (stat(path, &sb) != 0)
+        return cfm_why_set(why, CFM_ENOTFOUND, "procedure %s not found in %s", script,
+                           e->procedures_dir);
+    snprintf(stamp, sizeof stamp, "%lld:%lld", (long long)sb.st_size,
+             (long long)sb.st_mtime);
+    lua_getfield(L, LUA_REGISTRYINDEX, "cfm.scripts");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "cfm.scripts");
+    }
+    if (lua_getfield(L, -1, script) == LUA_TTABLE) {
+        lua_getfield(L, -1, "stamp");
+        if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), stamp) == 0) {
+            lua_getfield(L, -2, "fn");
+            lua_replace(L, -4);
+            lua_pop(L, 2);
+            return CFM_OK;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    snprintf(chunk, sizeof chunk, "@%s", script);
+    if ((err = compile_file(L, path, chunk, why)) != CFM_OK) {
+        lua_pop(L, 1);
+        return err;
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "fn");
+    lua_pushstring(L, stamp);
+    lua_setfield(L, -2, "stamp");
+    lua_setfield(L, -3, script);
+    lua_remove(L, -2);
+    return CFM_OK;
+}
+
+enum cfm_err cfm_engine_check_text(const char *name, const char *text, size_t len,
+                                   struct cfm_why *why)
+{
+    size_t pre = strlen(ENV_PREFIX);
+    char chunk[260];
+    lua_State *L;
+    char *buf;
+    enum cfm_err err = CFM_OK;
+
+    if (len > SCRIPT_MAX)
+        return cfm_why_set(why, CFM_ETOOBIG, "%s: larger than %u bytes", name, SCRIPT_MAX);
+    L = luaL_newstate();
+    buf = malloc(pre + len + 1);
+    if (!L || !buf) {
+        free(buf);
+        if (L)
+            lua_close(L);
+        return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    }
+    memcpy(buf, ENV_PREFIX, pre);
+    memcpy(buf + pre, text, len);
+    snprintf(chunk, sizeof chunk, "@%s", name);
+    if (luaL_loadbufferx(L, buf, pre + len, chunk, "t") != LUA_OK)
+        err = cfm_why_set(why, CFM_EINVAL, "%s", lua_tostring(L, -1));
+    free(buf);
+    lua_close(L);
+    return err;
+}
