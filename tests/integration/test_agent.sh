@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# cfm-agent on a real broker, driven with mosquitto_rr/pub/sub as a manager
+# would drive it: status and load, ping, exec (argv, shell, cwd, env, stdin,
+# timeout killing the whole process group, output cap, concurrency),
+# put_file/get_file and their confinement, idempotent ids (also while
+# running and across restarts), the Last Will on kill -9, a crash during a
+# command, and a clean SIGTERM.
+source "$(dirname "$0")/lib.sh"
+
+LONG=4321   # seconds a command would run if nothing stopped it
+start_broker a
+PORT=${BROKER_PORT[a]}
+ROOT=$TMP/vm1
+OUTSIDE=$TMP/outside
+mkdir -p "$ROOT" "$OUTSIDE"
+ROOT_REAL=$(cd "$ROOT" && pwd -P)
+STATUS_TOPIC=cfm/v1/agent/vm1/status
+KILL_GROUPS=()    # process groups a test left running on purpose
+
+cleanup_groups() {
+    for g in "${KILL_GROUPS[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+    KILL_GROUPS=()
+}
+trap 'rc=$?; cleanup_groups; (exit "$rc"); cleanup' EXIT
+
+status() { retained a "$STATUS_TOPIC"; }
+status_has() { status | grep -q -- "$1"; }
+
+online_or_dead() {  # the agent with pid $1 is online, or has died
+    ! kill -0 "$1" 2>/dev/null || status_has "\"state\":\"online\",\"vm\":\"vm1\",\"pid\":$1,"
+}
+
+start_agent() {
+    "$CFM_BUILD/cfm-agent" --vm vm1 --broker "127.0.0.1:$PORT" --root "$ROOT" \
+        --status-interval 1 --log-level debug >>"$TMP/agent-vm1.log" 2>&1 &
+    PIDS[agent-vm1]=$!
+    wait_until 15 "agent vm1 online" online_or_dead "${PIDS[agent-vm1]}"
+    kill -0 "${PIDS[agent-vm1]}" 2>/dev/null || fail "the agent died at start-up"
+}
+
+stop_agent() {    # SIGTERM; fails unless the agent exits 0 and says it is offline
+    local code=0
+    kill -TERM "${PIDS[agent-vm1]}"
+    wait "${PIDS[agent-vm1]}" || code=$?
+    unset "PIDS[agent-vm1]"
+    assert_eq 0 "$code" "exit status after SIGTERM"
+    assert_eq '{"state":"offline","vm":"vm1"}' "$(status)" "status after SIGTERM"
+}
+
+# req ID JSON: sends a request and prints its answer.
+req() {
+    mosquitto_rr -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -e "cfm/v1/agent/vm1/res/$1" \
+        -m "$2" -W 20
+}
+
+send() {          # send JSON: a request without waiting for its answer
+    mosquitto_pub -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -m "$1"
+}
+
+listen() {        # listen ID: records the answers to ID; returns once subscribed
+    # Line-buffered: the -d lines say when the subscription is in place.
+    stdbuf -oL mosquitto_sub -d -p "$PORT" -q 1 -t "cfm/v1/agent/vm1/res/$1" >"$TMP/sub-$1.out" &
+    PIDS[sub-$1]=$!
+    wait_until 5 "subscriber for $1" grep -q '^Subscribed' "$TMP/sub-$1.out"
+}
+
+answers() {       # answers ID: what the listener of ID received (-d lines dropped)
+    grep '^{' "$TMP/sub-$1.out"
+}
+
+lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+
+group_alive() {   # true while a live (not zombie) process is in process group $1
+    local p state
+    for p in $(pgrep -g "$1"); do
+        state=$(sed -e 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)
+        [ -n "$state" ] && [ "$state" != Z ] && return 0
+    done
+    return 1
+}
+
+group_gone() { ! group_alive "$1"; }
+
+step "configuration errors: exit 2 and one line naming the flag"
+for args in "--vm a/b --broker 127.0.0.1:1 --root $ROOT" "--vm v --broker 127.0.0.1:0 --root $ROOT" \
+            "--vm v --broker 127.0.0.1:1 --root $TMP/nope" "--vm v --broker 127.0.0.1:1"; do
+    rc=0
+    err=$("$CFM_BUILD/cfm-agent" $args 2>&1 >/dev/null) || rc=$?
+    assert_eq 2 "$rc" "exit status of cfm-agent $args"
+    assert_eq 1 "$(printf '%s\n' "$err" | wc -l)" "lines of the error of $args"
+    assert_contains "$err" "cfm-agent: --" "error of $args"
+done
+
+step "online, retained, with load figures, refreshed every interval"
+start_agent
+first=$(status)
+for f in '"load1":' '"load5":' '"load15":' '"mem_total_kb":' '"mem_available_kb":' \
+         '"procs":' '"running_commands":0' '"time":'; do
+    assert_contains "$first" "$f" "status"
+done
+first_time=$(printf '%s' "$first" | grep -o '"time":"[^"]*"')
+status_refreshed() { status | grep -q '"time":' && ! status | grep -qF "$first_time"; }
+wait_until 10 "a fresh status" status_refreshed
+
+step "ping"
+out=$(req p1 '{"id":"p1","op":"ping"}') || fail "ping: $out"
+assert_contains "$out" '{"id":"p1","ok":true,"vm":"vm1","time":"' "ping"
+assert_contains "$out" "\"pid\":${PIDS[agent-vm1]}}" "ping pid"
+
+step "exec: argv and shell, stdout, stderr, exit code"
+out=$(req e1 '{"id":"e1","op":"exec","argv":["sh","-c","echo out; echo err >&2; exit 3"]}')
+assert_contains "$out" '"ok":true,"code":3,"signal":null,"stdout":"out\n","stderr":"err\n"' "argv"
+assert_contains "$out" '"timed_out":false' "argv"
+out=$(req e2 '{"id":"e2","op":"exec","shell":"echo $((6*7)); exit 0"}')
+assert_contains "$out" '"code":0,"signal":null,"stdout":"42\n","stderr":""' "shell"
+out=$(req e3 '{"id":"e3","op":"exec","argv":["no-such-program"]}')
+assert_contains "$out" '"ok":false,"error":"cannot run '"'no-such-program'"': no such file or directory"' "missing program"
+
+step "exec: cwd, env and stdin"
+mkdir -p "$ROOT/work"
+out=$(req e4 '{"id":"e4","op":"exec","shell":"pwd; echo $GREETING $CFM_VM $HOME; cat","cwd":"/work","env":{"GREETING":"hello"},"stdin":"from stdin"}')
+assert_contains "$out" "\"stdout\":\"$ROOT_REAL/work\\nhello vm1 $ROOT_REAL\\nfrom stdin\"" "cwd and env"
+out=$(req e5 '{"id":"e5","op":"exec","shell":"true","cwd":"../.."}')
+assert_contains "$out" "escapes the VM's disk" "cwd outside"
+
+step "exec: a timeout kills the whole process group"
+out=$(req e6 "{\"id\":\"e6\",\"op\":\"exec\",\"shell\":\"echo \$\$ > pgid; sleep $LONG & sleep $LONG\",\"timeout_s\":1}")
+assert_contains "$out" '"code":null,"signal":9' "timed out command"
+assert_contains "$out" '"timed_out":true' "timed out command"
+pgid=$(cat "$ROOT/pgid")
+[ -n "$pgid" ] || fail "the command did not write its process group"
+wait_until 5 "no process of group $pgid left" group_gone "$pgid"
+
+step "exec: output over the cap is cut, the rest drained"
+out=$(req e7 '{"id":"e7","op":"exec","shell":"yes | head -c 3000000; yes e | head -c 6 >&2","max_output":10}')
+assert_contains "$out" '"stdout":"y\ny\ny\ny\ny\n","stderr":"e\ne\ne\n","stdout_truncated":true,"stderr_truncated":false' "capped output"
+out=$(req e8 '{"id":"e8","op":"exec","shell":"head -c 2000000 /dev/zero | tr \"\\0\" Q"}')
+assert_eq 1048576 "$(printf '%s' "$out" | tr -cd Q | wc -c)" "bytes kept by the default cap"
+assert_contains "$out" '"stdout_truncated":true' "default cap"
+out=$(req e9 '{"id":"e9","op":"exec","shell":"printf \"ok\\377\\n\""}')
+assert_contains "$out" '"stdout":"ok'$'\xef\xbf\xbd''\n"' "invalid UTF-8 replaced"
+
+step "a ping is answered while a long command runs"
+listen long
+send "{\"id\":\"long\",\"op\":\"exec\",\"shell\":\"sleep $LONG\",\"timeout_s\":5}"
+wait_until 10 "status counting the running command" status_has '"running_commands":1'
+out=$(mosquitto_rr -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -e cfm/v1/agent/vm1/res/p2 \
+      -m '{"id":"p2","op":"ping"}' -W 2) || fail "no ping answer while a command runs: $out"
+assert_contains "$out" '"ok":true' "ping while running"
+assert_eq "" "$(answers long)" "the long command's answer before its end"
+long_answered() { answers long | grep -q '"timed_out":true'; }
+wait_until 15 "the long command's answer" long_answered
+
+step "put_file then get_file: atomic, mode applied, on disk under the root"
+out=$(req f1 '{"id":"f1","op":"put_file","path":"/etc/app/app.conf","content":"a=1\nb=2\n","mode":"0640"}')
+assert_eq '{"id":"f1","ok":true,"path":"/etc/app/app.conf","size":8}' "$out" "put_file"
+[ -f "$ROOT/etc/app/app.conf" ] || fail "put_file did not write under the root"
+assert_eq 640 "$(stat -c %a "$ROOT/etc/app/app.conf")" "mode on disk"
+assert_eq "$(printf 'a=1\nb=2\n' | od -c)" "$(od -c <"$ROOT/etc/app/app.conf")" "content on disk"
+assert_eq "app.conf" "$(ls -A "$ROOT/etc/app")" "files beside the target (temporary left?)"
+out=$(req f2 '{"id":"f2","op":"get_file","path":"etc/app/app.conf"}')
+assert_eq '{"id":"f2","ok":true,"path":"etc/app/app.conf","size":8,"mode":"0640","content":"a=1\nb=2\n"}' "$out" "get_file"
+out=$(req f3 '{"id":"f3","op":"put_file","path":"bin/tool","content_b64":"AP8K","mode":"0755"}')
+assert_contains "$out" '"ok":true' "put_file base64"
+assert_eq "$(printf '\0\377\n' | od -c)" "$(od -c <"$ROOT/bin/tool")" "binary content"
+out=$(req f4 '{"id":"f4","op":"get_file","path":"bin/tool"}')
+assert_contains "$out" '"mode":"0755","content_b64":"AP8K"' "get_file base64"
+
+step "confinement: '..', absolute paths and symbolic links stay inside"
+out=$(req c1 '{"id":"c1","op":"put_file","path":"../outside/x","content":"x"}')
+assert_eq "{\"id\":\"c1\",\"ok\":false,\"error\":\"path '../outside/x' escapes the VM's disk ('..' is not allowed)\"}" "$out" "put_file .."
+out=$(req c2 '{"id":"c2","op":"put_file","path":"/../../outside/x","content":"x"}')
+assert_contains "$out" "escapes the VM's disk" "absolute path with .."
+out=$(req c3 "{\"id\":\"c3\",\"op\":\"put_file\",\"path\":\"$OUTSIDE/y\",\"content\":\"y\"}")
+assert_contains "$out" '"ok":true' "an absolute path is taken inside the root"
+[ -f "$ROOT$OUTSIDE/y" ] || fail "absolute path not written under the root"
+ln -s "$OUTSIDE" "$ROOT/escape"
+echo secret >"$OUTSIDE/secret"
+out=$(req c4 '{"id":"c4","op":"put_file","path":"escape/x","content":"x"}')
+assert_eq "{\"id\":\"c4\",\"ok\":false,\"error\":\"path 'escape/x' escapes the VM's disk\"}" "$out" "symlink escape"
+out=$(req c5 '{"id":"c5","op":"get_file","path":"escape/secret"}')
+assert_contains "$out" "escapes the VM's disk" "get_file through a symlink"
+assert_eq "secret" "$(ls "$OUTSIDE")" "files outside the root"
+out=$(req c6 '{"id":"c6","op":"put_file","path":".cfm-agent/answers/p1.json","content":"{}"}')
+assert_contains "$out" "is the agent's own state" "the agent's state"
+
+step "too big: a file to get, a request to parse"
+head -c 2097152 /dev/zero >"$ROOT/big.bin"
+out=$(req b1 '{"id":"b1","op":"get_file","path":"big.bin"}')
+assert_contains "$out" "\"error\":\"path 'big.bin' is 2097152 bytes, over the 1048576-byte limit\"" "get_file too big"
+{ printf '{"id":"b2","op":"put_file","path":"x","content":"'; head -c 1100000 /dev/zero | tr '\0' x; printf '"}'; } >"$TMP/big.json"
+listen b2
+mosquitto_pub -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -f "$TMP/big.json"
+wait_until 10 "answer to the oversized request" answers b2
+assert_eq "{\"id\":\"b2\",\"ok\":false,\"error\":\"the request of $(stat -c %s "$TMP/big.json") bytes is over the 1048576-byte limit\"}" \
+    "$(answers b2)" "oversized request"
+[ ! -e "$ROOT/x" ] || fail "the oversized put_file was written"
+
+step "unknown op, missing op"
+out=$(req u1 '{"id":"u1","op":"reboot"}')
+assert_eq '{"id":"u1","ok":false,"error":"unknown op '"'reboot'"' (known: exec, put_file, get_file, ping)"}' "$out" "unknown op"
+out=$(req u2 '{"id":"u2"}')
+assert_contains "$out" '"ok":false,"error":"the request needs \"op\"' "missing op"
+
+step "a repeated id gets the first answer and does not run again"
+count1=$(req count-1 '{"id":"count-1","op":"exec","shell":"echo x >> counter; wc -l < counter"}')
+assert_contains "$count1" '"stdout":"1\n"' "first run"
+again=$(req count-1 '{"id":"count-1","op":"exec","shell":"echo x >> counter; wc -l < counter"}')
+assert_eq "$count1" "$again" "answer to a repeated id"
+assert_eq 1 "$(lines "$ROOT/counter")" "runs of a repeated id"
+
+step "a repeated id while the first run is in progress: one run, its answer"
+listen dup
+dup='{"id":"dup","op":"exec","shell":"P=0.05; echo y >> counter2; until [ -e go ]; do sleep $P; done; echo done"}'
+send "$dup"
+wait_until 10 "the first run started" test -s "$ROOT/counter2"
+send "$dup"
+wait_until 10 "the repeat seen as running" grep -q "request dup is running already" "$TMP/agent-vm1.log"
+touch "$ROOT/go"
+wait_until 10 "the answer to dup" answers dup
+assert_contains "$(answers dup)" '"stdout":"done\n"' "the answer to dup"
+assert_eq 1 "$(lines "$ROOT/counter2")" "runs of dup"
+assert_eq "$(answers dup | head -n 1)" "$(req dup "$dup")" "the answer to dup asked again"
+
+step "SIGTERM with nothing running: exit 0 (no handle left open, no leak), offline"
+stop_agent
+start_agent
+
+step "kill -9: the broker publishes the Last Will; a command cut by the crash is not run again"
+crash='{"id":"crash","op":"exec","shell":"P=0.05; echo $$ > crash.pgid; echo z >> counter3; until [ -e never ]; do sleep $P; done"}'
+send "$crash"
+wait_until 10 "the crash command running" test -s "$ROOT/counter3"
+wait_until 5 "its process group written" test -s "$ROOT/crash.pgid"
+KILL_GROUPS+=("$(cat "$ROOT/crash.pgid")")
+kill -KILL "${PIDS[agent-vm1]}"
+wait "${PIDS[agent-vm1]}" 2>/dev/null
+unset "PIDS[agent-vm1]"
+wait_until 10 "status offline (Last Will)" status_has '{"state":"offline","vm":"vm1"}'
+cleanup_groups
+
+step "restart: answers survive, the cut command is answered 'outcome unknown'"
+start_agent
+assert_eq '{"id":"crash","ok":false,"error":"the agent stopped while this request was running; its outcome is unknown"}' \
+    "$(req crash "$crash")" "crash asked again"
+assert_eq 1 "$(lines "$ROOT/counter3")" "runs of crash"
+assert_eq "$count1" "$(req count-1 '{"id":"count-1","op":"exec","shell":"echo x >> counter"}')" "count-1 after a restart"
+assert_eq 1 "$(lines "$ROOT/counter")" "runs of count-1 after a restart"
+
+step "SIGTERM: the running command is stopped, status offline, exit 0"
+send "{\"id\":\"last\",\"op\":\"exec\",\"shell\":\"sleep $LONG\"}"
+wait_until 10 "status counting the running command" status_has '"running_commands":1'
+stop_agent
+assert_contains "$(cat "$ROOT/.cfm-agent/answers/last.json")" '"error":"the agent stopped while' "the stopped command's answer"
+if grep -E "handles were left open|runtime error|Sanitizer" "$TMP/agent-vm1.log"; then
+    fail "the agent's log reports a leak or undefined behaviour"
+fi
+pass
