@@ -22,6 +22,14 @@ cleanup() {
     for name in "${!PIDS[@]}"; do
         kill -KILL "${PIDS[$name]}" 2>/dev/null
     done
+    # Local-driver VMs run in their own process groups and outlive their
+    # manager by design: stop every one a manager of this test started.
+    for vmjson in "$TMP"/*/vms/*/vm.json; do
+        [ -f "$vmjson" ] || continue
+        local vmpid
+        vmpid=$(grep -o '"pid": *[0-9]*' "$vmjson" | grep -o '[0-9]*$')
+        [ -n "$vmpid" ] && kill -KILL -- "-$vmpid" 2>/dev/null
+    done
     wait 2>/dev/null
     if [ "$status" -ne 0 ]; then
         echo "--- $TEST_NAME failed; logs from $TMP:" >&2
