@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <openssl/rand.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -34,30 +35,53 @@ void cfm_time_now(char buf[CFM_TIME_LEN])
     cfm_time_format(cfm_time_ms(), buf);
 }
 
+/* Reads exactly n digits at *p, advancing it. */
+static bool digits(const char **p, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return false;
+        v = v * 10 + (**p - '0');
+    }
+    *out = v;
+    return true;
+}
+
 enum cfm_err cfm_time_parse(const char *text, int64_t *out_ms)
 {
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int year, mon, day, hour, min, sec, frac = 0, scale = 100;
+    const char *p = text;
     struct tm tm;
-    int frac = 0, consumed = 0;
-    const char *rest;
 
-    if (!text)
+    /* Exactly YYYY-MM-DDTHH:MM:SS[.fff...]Z, as cfm_time_now writes it. */
+    if (!p || !digits(&p, 4, &year) || *p++ != '-' || !digits(&p, 2, &mon) || *p++ != '-' ||
+        !digits(&p, 2, &day) || *p++ != 'T' || !digits(&p, 2, &hour) || *p++ != ':' ||
+        !digits(&p, 2, &min) || *p++ != ':' || !digits(&p, 2, &sec))
         return CFM_EINVAL;
-    memset(&tm, 0, sizeof tm);
-    rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest)
-        return CFM_EINVAL;
-    if (*rest == '.') {
-        /* ".5" is 500 ms: scale the first three digits, ignore the rest. */
-        int scale = 100;
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++, consumed++) {
-            frac += (*rest - '0') * scale;
+    if (*p == '.') {
+        const char *start = ++p;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            frac += (*p - '0') * scale;
             scale /= 10;
         }
-        if (consumed == 0)
+        if (p == start)
             return CFM_EINVAL;
     }
-    if (strcmp(rest, "Z") != 0)
+    if (strcmp(p, "Z") != 0 || year < 1970 || mon < 1 || mon > 12 || day < 1 ||
+        day > mdays[mon - 1] || hour > 23 || min > 59 || sec > 59)
         return CFM_EINVAL;
+    if (mon == 2 && day == 29 && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
+        return CFM_EINVAL;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
     *out_ms = (int64_t)timegm(&tm) * 1000 + frac;
     return CFM_OK;
 }
