@@ -47,6 +47,7 @@ static const char usage[] =
     "  runs wait RUN [--timeout S]   until the run ends; exit 0 if it succeeded\n"
     "  runs cancel RUN               cancel a run, at whichever site runs it\n"
     "  procedure check FILE          compile a procedure without loading a system\n"
+    "  vms list [--site S] [--system ID]   VMs of every site (from the replicated model)\n"
     "  ping                          ask the site's manager whether it is there\n"
     "defaults: -b $CFM_BROKER or 127.0.0.1:1883, -s $CFM_SITE, -t 5\n";
 
@@ -455,6 +456,45 @@ static int cmd_objects_list(struct ctl *c, int argc, char **argv)
     return 0;
 }
 
+static int cmd_vms_list(struct ctl *c, int argc, char **argv)
+{
+    json_t *args = json_pack("{s:s}", "kind", "VMInstance"), *res, *o;
+    const char *site = NULL;
+    int64_t now = cfm_time_ms();
+    size_t i;
+
+    for (int k = 0; k < argc; k++) {
+        if (strcmp(argv[k], "--system") == 0 && k + 1 < argc)
+            json_object_set_new(args, "system", json_string(argv[++k]));
+        else if (strcmp(argv[k], "--site") == 0 && k + 1 < argc)
+            site = argv[++k];
+        else
+            die(EXIT_USAGE, "vms list: unexpected '%s'\n%s", argv[k], usage);
+    }
+    res = request(c, "objects.list", args);
+    if (c->json) {
+        print_json(res);
+        json_decref(res);
+        return 0;
+    }
+    printf("%-14s %-10s %-8s %-11s %-8s %-10s %-15s %-15s %s\n", "VM", "SYSTEM", "SITE", "STATE",
+           "CLASS", "ELEMENT", "PRIVATE-IP", "PUBLIC-IP", "AGE");
+    json_array_foreach(res, i, o) {
+        json_t *b = json_object_get(o, "body");
+        int64_t created = 0;
+        char age[32] = "-";
+        if (site && strcmp(str(b, "site"), site) != 0)
+            continue;
+        if (cfm_time_parse(str(b, "created"), &created) == CFM_OK)
+            snprintf(age, sizeof age, "%llds", (long long)((now - created) / 1000));
+        printf("%-14s %-10s %-8s %-11s %-8s %-10s %-15s %-15s %s\n", str(o, "id"),
+               str(o, "system"), str(b, "site"), str(b, "state"), str(b, "vm_class"),
+               str(b, "element"), str(b, "private_ip"), str(b, "public_ip"), age);
+    }
+    json_decref(res);
+    return 0;
+}
+
 static int cmd_sites_list(struct ctl *c)
 {
     json_t *res = request(c, "sites.list", NULL);
@@ -813,6 +853,8 @@ int main(int argc, char **argv)
         rc = cmd_system_show(&c, argv[2]);
     else if (IS(2, "objects", "list"))
         rc = cmd_objects_list(&c, argc - 2, argv + 2);
+    else if (IS(2, "vms", "list"))
+        rc = cmd_vms_list(&c, argc - 2, argv + 2);
     else if (IS(2, "sites", "list") && argc == 2)
         rc = cmd_sites_list(&c);
     else if (IS(4, "event", "publish") && argc <= 5)

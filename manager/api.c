@@ -22,6 +22,7 @@
 #include "template.h"
 #include "topic.h"
 #include "util.h"
+#include "vmapi.h"
 
 #define MAX_RENDER (4u << 20)
 
@@ -287,6 +288,12 @@ static int l_delete(lua_State *L)
     return 1;
 }
 
+static int readonly_newindex(lua_State *L)
+{
+    return luaL_error(L, "attempt to change a read-only library table (field '%s')",
+                      lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+
 void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
 {
     static const luaL_Reg top[] = {
@@ -303,6 +310,7 @@ void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
     };
 
     luaL_setfuncs(L, top, 0);
+    cfm_vmapi_open(ctx, L);
     luaL_newlib(L, cfm);
     lua_pushstring(L, ctx->site);
     lua_setfield(L, -2, "site");
@@ -310,9 +318,11 @@ void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
     lua_setfield(L, -2, "null");
     /* Read-only like the other libraries: a run cannot change cfm.site for others. */
     lua_newtable(L);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly_newindex);
+    lua_setfield(L, -2, "__newindex");
     lua_pushliteral(L, "read-only");
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);

@@ -8,7 +8,9 @@
 
 #include <lua.h>
 
+#include "agentc.h"
 #include "bus.h"
+#include "driver.h"
 #include "engine.h"
 #include "replica.h"
 #include "store.h"
@@ -19,6 +21,9 @@ struct cfm_api_ctx {
     struct cfm_replica *replica;
     struct cfm_bus *bus;
     struct cfm_engine *engine;
+    const struct cfm_driver_ops *driver_ops;  /* NULL: no cloud driver */
+    struct cfm_driver *driver;
+    struct cfm_agentc *agentc;
     const char *site;
 };
 

@@ -163,8 +163,15 @@ static struct cfm_fiber *new_fiber(struct cfm_run *r, lua_State *L, int nargs, i
     return f;
 }
 
+struct cfm_call {
+    struct cfm_fiber *f; /* NULL once the run has ended */
+};
+
 static void free_fiber(struct cfm_engine *e, struct cfm_fiber *f)
 {
+    if (f->call)
+        f->call->f = NULL; /* the host frees it when it completes */
+    free(f->call_error);
     cancel_wait(f);
     luaL_unref(e->L, LUA_REGISTRYINDEX, f->ref);
     luaL_unref(e->L, LUA_REGISTRYINDEX, f->results_ref);
@@ -293,16 +300,22 @@ static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *
 
     if (r->state >= CFM_RUN_SUCCEEDED)
         return;
-    /* Out of the ready queue and the active list. */
-    for (struct cfm_fiber **q = &e->ready_head; *q;) {
-        if ((*q)->run == r)
-            *q = (*q)->next_ready;
-        else
-            q = &(*q)->next_ready;
+    /* Out of the ready queue (walked only when a fiber of r is on it: a run
+     * usually ends from its own resume, with nothing queued) and the active
+     * list. */
+    for (f = r->fibers; f && !f->queued; f = f->next)
+        ;
+    if (f) {
+        for (struct cfm_fiber **q = &e->ready_head; *q;) {
+            if ((*q)->run == r)
+                *q = (*q)->next_ready;
+            else
+                q = &(*q)->next_ready;
+        }
+        e->ready_tail = NULL;
+        for (f = e->ready_head; f; f = f->next_ready)
+            e->ready_tail = f;
     }
-    e->ready_tail = NULL;
-    for (f = e->ready_head; f; f = f->next_ready)
-        e->ready_tail = f;
     for (p = &e->runs; *p; p = &(*p)->next) {
         if (*p == r) {
             *p = r->next;
@@ -357,9 +370,15 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         f->budget_blown = true;
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1); /* pcall cannot outlast this */
     }
-    /* lua_pushfstring knows %d but not %lu: the budget fits an int (checked at start). */
-    luaL_error(L, "instruction budget of %d per resume exceeded (an endless loop?)",
-               f ? (int)f->run->e->opts.instr_budget : 0);
+    /* Level 0, the function looping: luaL_error's level 1 would name its
+     * caller, which is C (resume, pcall) for a main chunk or a pcall'ed loop.
+     * lua_pushfstring knows %d but not %lu: the budget fits an int (checked
+     * at start). */
+    luaL_where(L, 0);
+    lua_pushfstring(L, "instruction budget of %d per resume exceeded (an endless loop?)",
+                    f ? (int)f->run->e->opts.instr_budget : 0);
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 /* Stores what a finished fiber returned (or its error) and wakes the
@@ -777,50 +796,137 @@ static int wait_done(lua_State *L, int status, lua_KContext ctx)
     return total;
 }
 
+/* The id of the i-th task (1-based) given to wait(): an element of the
+ * list at 1, or argument i. Raises when it is not a task. */
+static int nth_task(lua_State *L, bool list, int i)
+{
+    int id;
+
+    if (!list)
+        return task_id(L, i);
+    lua_rawgeti(L, 1, i);
+    id = task_id(L, -1);
+    lua_pop(L, 1);
+    return id;
+}
+
 /* wait(t) -> every result of t; wait(t1, t2, ...) -> the first result of
  * each; wait({t1, t2, ...}) -> a list of first results. A failed task's
  * error is raised (with its traceback) once all have finished. */
 int cfm_engine__l_wait(lua_State *L)
 {
     struct cfm_fiber *f = need_fiber(L);
-    int nargs = lua_gettop(L), *ids, nids = 0;
-    bool pending = false;
+    int nargs = lua_gettop(L), *ids, nids;
+    bool pending = false, list;
 
     if (nargs == 0)
         return luaL_error(L, "wait: no task given");
-    if (nargs == 1 && is_task_list(L, 1)) {
-        nids = (int)lua_rawlen(L, 1);
-        ids = calloc((size_t)nids + 1, sizeof *ids);
-        for (int i = 1; ids && i <= nids; i++) {
-            lua_rawgeti(L, 1, i);
-            ids[i - 1] = task_id(L, -1);
-            lua_pop(L, 1);
-        }
-    } else {
-        nids = nargs;
-        ids = calloc((size_t)nids, sizeof *ids);
-        for (int i = 1; ids && i <= nargs; i++)
-            ids[i - 1] = task_id(L, i);
-    }
-    if (!ids)
-        return luaL_error(L, "wait: out of memory");
-    for (int i = 0; i < nids; i++) {
-        struct cfm_fiber *t = find_fiber(f->run, ids[i]);
-        if (!t || t->id == 0) {
-            free(ids);
-            return luaL_error(L, "wait: task %d is not a task of this run", ids[i]);
-        }
+    list = nargs == 1 && is_task_list(L, 1);
+    nids = list ? (int)lua_rawlen(L, 1) : nargs;
+    /* Check every task before allocating: a Lua error here must not leak ids. */
+    for (int i = 1; i <= nids; i++) {
+        int id = nth_task(L, list, i);
+        struct cfm_fiber *t = find_fiber(f->run, id);
+        if (!t || t->id == 0)
+            return luaL_error(L, "wait: task %d is not a task of this run", id);
         pending = pending || !t->done;
     }
-    if (!pending) {
-        free(ids);
+    if (!pending)
         return wait_done(L, LUA_OK, (lua_KContext)nargs);
-    }
+    ids = calloc((size_t)nids, sizeof *ids);
+    if (!ids)
+        return luaL_error(L, "wait: out of memory");
+    for (int i = 1; i <= nids; i++)
+        ids[i - 1] = nth_task(L, list, i); /* checked above: cannot raise */
     f->wait = CFM_WAIT_TASKS;
     f->wait_ids = ids;
     f->nwait = nids;
     snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%d task(s)", nids);
     return lua_yieldk(L, 0, (lua_KContext)nargs, wait_done);
+}
+
+/* --- calls completed by the host ---------------------------------------- */
+
+struct cfm_call *cfm_engine_suspend(lua_State *L, const char *waiting_on)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    struct cfm_call *c = calloc(1, sizeof *c);
+
+    if (!c)
+        return NULL;
+    c->f = f;
+    f->call = c;
+    f->wait = CFM_WAIT_CALL;
+    free(f->call_error);
+    f->call_error = NULL;
+    f->call_nres = 0;
+    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%s", waiting_on);
+    return c;
+}
+
+static int call_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct cfm_fiber *f = need_fiber(L);
+
+    (void)status;
+    (void)ctx;
+    if (f->call_error) {
+        lua_pushstring(L, f->call_error);
+        free(f->call_error);
+        f->call_error = NULL;
+        return lua_error(L);
+    }
+    return f->call_nres;
+}
+
+int cfm_engine_yield_call(lua_State *L, struct cfm_call *call)
+{
+    (void)call;
+    return lua_yieldk(L, 0, 0, call_done);
+}
+
+struct cfm_run *cfm_call_run(const struct cfm_call *call)
+{
+    return call && call->f ? call->f->run : NULL;
+}
+
+void cfm_engine_complete(struct cfm_call *call, int (*push)(lua_State *co, void *arg),
+                         void *arg)
+{
+    struct cfm_fiber *f = call ? call->f : NULL;
+    int n = 0;
+
+    free(call);
+    if (!f)
+        return;
+    f->call = NULL;
+    if (push) {
+        struct cfm_acct *prev = f->run->e->cur;
+        f->run->e->cur = f->run->acct;
+        n = push(f->co, arg);
+        f->run->e->cur = prev;
+    }
+    f->call_nres = n;
+    make_ready(f, n);
+}
+
+void cfm_engine_fail(struct cfm_call *call, const char *message)
+{
+    struct cfm_fiber *f = call ? call->f : NULL;
+
+    free(call);
+    if (!f)
+        return;
+    f->call = NULL;
+    free(f->call_error);
+    f->call_error = strdup(message ? message : "failed");
+    f->call_nres = 0;
+    make_ready(f, 0);
+}
+
+uint64_t cfm_run_next_seq(struct cfm_run *r)
+{
+    return ++r->seq;
 }
 
 /* --- the engine -------------------------------------------------------- */

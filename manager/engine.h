@@ -127,6 +127,33 @@ void cfm_run_log(struct cfm_run *r, const char *level, const char *text);
 /* The engine's site-independent context pointer for API functions. */
 void *cfm_engine_host_arg(lua_State *L);
 
+/* --- calls completed later by the host (cloud and agent calls) -------- */
+
+/* A suspended API call of a run, completed by the host from the loop. */
+struct cfm_call;
+
+/* From an API C function: suspends the calling fiber (the run shows
+ * waiting_on) and returns the call the host completes later; the function
+ * must then `return cfm_engine_yield_call(L, call);`. NULL (after raising
+ * nothing) only when out of memory: raise an error then. */
+struct cfm_call *cfm_engine_suspend(lua_State *L, const char *waiting_on);
+int cfm_engine_yield_call(lua_State *L, struct cfm_call *call);
+
+/* Resumes the call's fiber with the values push() leaves on co (it returns
+ * how many); if the run ended meanwhile, only frees the call. */
+void cfm_engine_complete(struct cfm_call *call, int (*push)(lua_State *co, void *arg),
+                         void *arg);
+
+/* Resumes the call's fiber by raising message as a Lua error in it. */
+void cfm_engine_fail(struct cfm_call *call, const char *message);
+
+/* The run of a call, or NULL when the run has ended (cancelled, failed). */
+struct cfm_run *cfm_call_run(const struct cfm_call *call);
+
+/* The next sequence number of an API call with effects in run r (1, 2, ...):
+ * with the run id it makes the idempotency key "<run-id>.<seq>". */
+uint64_t cfm_run_next_seq(struct cfm_run *r);
+
 #define CFM_RUN_LOG_LINES 100
 
 #endif

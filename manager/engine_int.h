@@ -26,6 +26,7 @@ enum cfm_wait {
     CFM_WAIT_SLEEP,
     CFM_WAIT_EVENT,
     CFM_WAIT_TASKS,
+    CFM_WAIT_CALL,    /* a host call (cloud, agent) in flight */
 };
 
 struct cfm_wtimer;
@@ -50,6 +51,10 @@ struct cfm_fiber {
     /* WAIT_TASKS */
     int *wait_ids;
     int nwait;
+    /* a host call in flight */
+    struct cfm_call *call;
+    int call_nres;
+    char *call_error;
     /* ready queue */
     struct cfm_fiber *next_ready;
     int ready_nargs;
@@ -84,6 +89,7 @@ struct cfm_run {
     unsigned log_next, log_count;
     uint64_t rng[2];             /* math.random: deterministic per run */
     json_t *consumed;            /* event ids already returned to this run */
+    uint64_t seq;                /* API calls with effects so far */
     struct cfm_run *next;        /* engine's list of active runs */
 };
 

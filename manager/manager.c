@@ -12,12 +12,16 @@
  */
 #include "manager.h"
 
+#include <limits.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agentc.h"
 #include "api.h"
+#include "driver.h"
 #include "bus.h"
 #include "ctlsrv.h"
 #include "engine.h"
@@ -29,6 +33,7 @@
 #include "store.h"
 #include "sync.h"
 #include "topic.h"
+#include "vmapi.h"
 
 #define STOP_GRACE_MS 2000
 #define BRIDGE_STATE_PREFIX "$SYS/broker/connection/"
@@ -134,8 +139,14 @@ static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
         cfm_warn("ctl", "dropped a request without an MQTT 5 response topic");
         return;
     }
-    if (strlen(msg->response_topic) > CFM_MAX_TOPIC || strpbrk(msg->response_topic, "+#")) {
-        cfm_warn("ctl", "dropped a request with an invalid response topic");
+    /* Answers go to cfmctl's own topics or outside cfm/v1 entirely: never
+     * to a model, event or status topic, where they would pose as data. */
+    if (strlen(msg->response_topic) > CFM_MAX_TOPIC || strpbrk(msg->response_topic, "+#") ||
+        (strncmp(msg->response_topic, CFM_TOPIC_ROOT "/", strlen(CFM_TOPIC_ROOT) + 1) == 0 &&
+         strncmp(msg->response_topic, CFM_TOPIC_ROOT "/ctl/res/",
+                 strlen(CFM_TOPIC_ROOT "/ctl/res/")) != 0)) {
+        cfm_warn("ctl", "dropped a request with an invalid response topic (use "
+                 CFM_TOPIC_ROOT "/ctl/res/<client> or a topic outside " CFM_TOPIC_ROOT ")");
         return;
     }
     (void)why;
@@ -277,6 +288,10 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
     case CFM_TOPIC_EVENT:
         handle_event(m, &t, msg);
         break;
+    case CFM_TOPIC_AGENT_STATUS:
+    case CFM_TOPIC_AGENT_RES:
+        cfm_agentc_on_message(m->api.agentc, &t, msg->payload, msg->len);
+        break;
     case CFM_TOPIC_SYNC:
         if (member_of(m, t.system))
             cfm_sync_on_digest(m->sync, t.system, msg->payload, msg->len);
@@ -321,10 +336,42 @@ static void open_api(void *arg, lua_State *L)
     cfm_api_open(arg, L);
 }
 
+static void on_driver_event(void *arg, const struct cfm_vm_info *vm)
+{
+    struct cfm_manager *m = arg;
+    cfm_vmapi_on_driver_event(&m->api, vm);
+}
+
+/* The cfm-agent binary that local VMs run: the driver config's
+ * "agent_path", else the one beside this cfm-manager. */
+static void agent_path(const struct cfm_manager *m, char *buf, size_t len)
+{
+    const char *cfgd = json_string_value(json_object_get(m->cfg.driver, "agent_path"));
+    char self[PATH_MAX];
+    ssize_t n;
+    char *slash;
+
+    if (cfgd) {
+        snprintf(buf, len, "%s", cfgd);
+        return;
+    }
+    n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = '\0';
+    slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(buf, len, "%s/cfm-agent", n > 0 ? self : ".");
+}
+
 static void close_all(struct cfm_manager *m)
 {
     cfm_engine_close(m->engine);
     m->engine = NULL;
+    cfm_agentc_close(m->api.agentc);
+    m->api.agentc = NULL;
+    if (m->api.driver)
+        m->api.driver_ops->close(m->api.driver);
+    m->api.driver = NULL;
     cfm_bus_close(m->bus);
     m->bus = NULL;
     uv_close((uv_handle_t *)&m->sig_term, NULL);
@@ -379,6 +426,7 @@ static void reload_config(struct cfm_manager *m)
 
     if (cfm_config_from_args(m->argc, m->argv, &next, &why) != CFM_OK) {
         cfm_error("manager", "SIGHUP: configuration not reloaded: %s", why.text);
+        cfm_config_free(&next); /* a failure after the driver was read leaves it in next */
         return;
     }
     cfm_log_set_level(next.log_level);
@@ -458,10 +506,36 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
                                                               : NULL};
         struct cfm_engine_host host = {.arg = &m->api, .on_state = on_run_state,
                                        .open_api = open_api};
+        const char *dtype = json_string_value(json_object_get(m->cfg.driver, "type"));
+        char agent[PATH_MAX + 16];
+        struct cfm_driver_env denv = {.loop = loop, .site = m->cfg.site,
+                                      .state_dir = m->cfg.state_dir,
+                                      .broker_host = m->cfg.broker_host,
+                                      .broker_port = m->cfg.broker_port,
+                                      .agent_path = agent, .on_event = on_driver_event,
+                                      .arg = m};
         m->api.st = m->store;
         m->api.replica = m->replica;
         m->api.bus = m->bus;
         m->api.site = m->cfg.site;
+        agent_path(m, agent, sizeof agent);
+        m->api.driver_ops = cfm_driver_find(dtype ? dtype : "local");
+        if (!m->api.driver_ops) {
+            err = cfm_why_set(why, CFM_ECONFIG, "driver.type: unknown driver '%s' (known: %s)",
+                              dtype, cfm_driver_names());
+            goto fail;
+        }
+        {
+            /* agent_path is the manager's key, not the driver's. */
+            json_t *dcfg = json_deep_copy(m->cfg.driver);
+            json_object_del(dcfg, "agent_path");
+            err = m->api.driver_ops->open(&denv, dcfg, &m->api.driver, why);
+            json_decref(dcfg);
+            if (err != CFM_OK)
+                goto fail;
+        }
+        if ((err = cfm_agentc_new(loop, m->bus, &m->api.agentc)) != CFM_OK)
+            goto fail;
         if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
             goto fail;
         m->api.engine = m->engine;
@@ -472,6 +546,8 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/site/+/status");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/sys/+/obj/BusinessSystem/+");
     cfm_bus_subscribe(m->bus, BRIDGE_STATE_PREFIX "+/state");
+    cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/status");
+    cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/res/+");
     cfm_store_each(m->store, &systems, subscribe_member, m);
 
     uv_signal_init(loop, &m->sig_term);
@@ -487,6 +563,10 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     *out = m;
     return CFM_OK;
 fail:
+    cfm_engine_close(m->engine);
+    cfm_agentc_close(m->api.agentc);
+    if (m->api.driver)
+        m->api.driver_ops->close(m->api.driver);
     if (m->bus) {
         /* Let libuv close the bus handles before the caller closes the loop. */
         cfm_bus_close(m->bus);

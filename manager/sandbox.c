@@ -106,12 +106,24 @@ static int readonly_newindex(lua_State *L)
                       lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
 }
 
+/* The iterator pairs() returns for a proxy: next() over the library table
+ * held as an upvalue, so the table itself never reaches the run (it is
+ * shared by every run; handing it out would let one run change it). */
+static int proxy_next(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_next(L, lua_upvalueindex(1)))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
 static int proxy_pairs(lua_State *L)
 {
-    lua_getglobal(L, "next"); /* the real global table's next, not the run's */
     lua_getmetatable(L, 1);
     lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
+    lua_pushcclosure(L, proxy_next, 1);
+    lua_pushvalue(L, 1); /* the state: the proxy, not the library table */
     lua_pushnil(L);
     return 3;
 }

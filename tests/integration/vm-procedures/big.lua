@@ -1,0 +1,1 @@
+return run_vm("big")

@@ -1,0 +1,910 @@
+/*
+ * test_driver_local.c - the local cloud driver with a real libuv loop and
+ * real cfm-agent processes (CFM_AGENT_PATH), each test in its own temporary
+ * state directory. The agents are given a closed loopback port as their
+ * broker: they keep retrying, which is all a driver test needs. Waits are
+ * the loop run until a condition or a deadline; teardown kills every agent
+ * recorded in a vm.json, even when the test failed.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "driver.h"
+
+#define WAIT_MS 10000 /* the most any answer may take (terminate: 3 s + SIGKILL) */
+#define FAIL_MS 3500  /* kill -9 noticed within this (poll is 1 s) */
+
+/* Formats a path, failing the test if it does not fit. */
+#define PATHF(buf, ...) assert_true(snprintf(buf, sizeof buf, __VA_ARGS__) < (int)sizeof buf)
+
+static const struct cfm_driver_ops *ops = &cfm_driver_local_ops;
+
+struct fx {
+    char dir[PATH_MAX];
+    int port;
+    uv_loop_t loop;
+    struct cfm_driver *d;
+    int answers;
+    enum cfm_err err;
+    struct cfm_vm_info vm;
+    char why[CFM_WHY_MAX];
+    int events;
+    struct cfm_vm_info event;
+    int lists;
+    struct cfm_vm_info list[16];
+    size_t nlist;
+};
+
+/* ---- harness -------------------------------------------------------------- */
+
+static int closed_port(void)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = 1;
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static void on_event(void *arg, const struct cfm_vm_info *vm)
+{
+    struct fx *fx = arg;
+
+    fx->events++;
+    fx->event = *vm;
+    uv_stop(&fx->loop); /* let run_until look at once */
+}
+
+static void on_vm(void *arg, enum cfm_err err, const struct cfm_vm_info *vm, const char *why)
+{
+    struct fx *fx = arg;
+
+    fx->answers++;
+    fx->err = err;
+    memset(&fx->vm, 0, sizeof fx->vm);
+    if (vm)
+        fx->vm = *vm;
+    snprintf(fx->why, sizeof fx->why, "%s", why ? why : "");
+    uv_stop(&fx->loop);
+}
+
+static void on_list(void *arg, const struct cfm_vm_info *vms, size_t n)
+{
+    struct fx *fx = arg;
+
+    fx->lists++;
+    fx->nlist = n < 16 ? n : 16;
+    for (size_t i = 0; i < fx->nlist; i++)
+        fx->list[i] = vms[i];
+    uv_stop(&fx->loop);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+/* Runs the loop until *count reaches want, or ms pass. The callbacks call
+ * uv_stop, so UV_RUN_ONCE does not then block until the next timer. */
+static bool run_until(struct fx *fx, const int *count, int want, uint64_t ms)
+{
+    bool late = false;
+    uv_timer_t t;
+
+    uv_timer_init(&fx->loop, &t);
+    t.data = &late;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (*count < want && !late)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    return *count >= want;
+}
+
+/* Waits for the answer of the call just made; never given inside the call. */
+static enum cfm_err answer(struct fx *fx, enum cfm_err call)
+{
+    assert_int_equal(call, CFM_OK);
+    assert_int_equal(fx->answers, 0);
+    assert_true(run_until(fx, &fx->answers, 1, WAIT_MS));
+    fx->answers = 0;
+    return fx->err;
+}
+
+static enum cfm_err open_driver(struct fx *fx, const char *config_text, struct cfm_why *why)
+{
+    struct cfm_driver_env env = {
+        .loop = &fx->loop,
+        .site = "site-a",
+        .state_dir = fx->dir,
+        .broker_host = "127.0.0.1",
+        .broker_port = fx->port,
+        .agent_path = CFM_AGENT_PATH,
+        .on_event = on_event,
+        .arg = fx,
+    };
+    json_t *config = config_text ? json_loads(config_text, 0, NULL) : NULL;
+    enum cfm_err err;
+
+    if (config_text)
+        assert_non_null(config);
+    err = ops->open(&env, config, &fx->d, why);
+    json_decref(config);
+    return err;
+}
+
+static void open_ok(struct fx *fx, const char *config_text)
+{
+    struct cfm_why why = {""};
+
+    fx->d = NULL;
+    if (open_driver(fx, config_text, &why) != CFM_OK)
+        fail_msg("open: %s", why.text);
+}
+
+/* Closes the driver and lets its handles close (a manager stopping). */
+static void close_driver(struct fx *fx)
+{
+    if (fx->d) {
+        ops->close(fx->d);
+        fx->d = NULL;
+        uv_run(&fx->loop, UV_RUN_DEFAULT);
+    }
+}
+
+static enum cfm_err run_vm(struct fx *fx, const char *key, const char *cls, int cpu, int mem)
+{
+    struct cfm_vm_spec spec = {.key = key, .system = "shop", .vm_class = cls,
+                               .image = "local", .cpu = cpu, .memory_mb = mem};
+
+    return answer(fx, ops->run(fx->d, &spec, on_vm, fx));
+}
+
+static void run_ok(struct fx *fx, const char *key, struct cfm_vm_info *out)
+{
+    if (run_vm(fx, key, "web", 1, 512) != CFM_OK)
+        fail_msg("run %s: %s", key, fx->why);
+    assert_int_equal(fx->vm.state, CFM_VM_RUNNING);
+    *out = fx->vm;
+}
+
+static enum cfm_err terminate(struct fx *fx, const char *id)
+{
+    return answer(fx, ops->terminate(fx->d, id, "t-1", on_vm, fx));
+}
+
+static enum cfm_err describe(struct fx *fx, const char *id)
+{
+    return answer(fx, ops->describe(fx->d, id, on_vm, fx));
+}
+
+static void list_vms(struct fx *fx)
+{
+    fx->lists = 0;
+    assert_int_equal(ops->list(fx->d, on_list, fx), CFM_OK);
+    assert_int_equal(fx->lists, 0);
+    assert_true(run_until(fx, &fx->lists, 1, WAIT_MS));
+}
+
+static json_t *read_vm_json(const struct fx *fx, const char *id)
+{
+    char path[PATH_MAX];
+
+    PATHF(path, "%s/vms/%s/vm.json", fx->dir, id);
+    return json_load_file(path, 0, NULL);
+}
+
+static int vm_pid(const struct fx *fx, const char *id)
+{
+    json_t *j = read_vm_json(fx, id);
+    int pid = (int)json_integer_value(json_object_get(j, "pid"));
+
+    json_decref(j);
+    return pid;
+}
+
+/* Alive and not a zombie. */
+static bool alive(int pid)
+{
+    char path[64], buf[512];
+    const char *close_paren;
+    ssize_t n;
+    int fd;
+
+    if (pid <= 1 || kill(pid, 0) != 0)
+        return false;
+    PATHF(path, "/proc/%d/stat", pid);
+    if ((fd = open(path, O_RDONLY)) < 0)
+        return false;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] != 'Z';
+}
+
+/* True while a process that is not a zombie is in process group pgid. */
+static bool group_alive(int pgid)
+{
+    char path[PATH_MAX], buf[512];
+    struct dirent *e;
+    bool found = false;
+    DIR *dp = opendir("/proc");
+
+    assert_non_null(dp);
+    while (!found && (e = readdir(dp))) {
+        const char *p;
+        char state;
+        int pgrp;
+        ssize_t n;
+        int fd;
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        PATHF(path, "/proc/%s/stat", e->d_name);
+        if ((fd = open(path, O_RDONLY)) < 0)
+            continue;
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        /* pid (comm) state ppid pgrp ... ; comm may hold spaces */
+        if (!(p = strrchr(buf, ')')) || sscanf(p + 1, " %c %*d %d", &state, &pgrp) != 2)
+            continue;
+        found = pgrp == pgid && state != 'Z';
+    }
+    closedir(dp);
+    return found;
+}
+
+static bool environ_has(int pid, const char *var)
+{
+    char path[64], buf[65536];
+    size_t len = 0;
+    ssize_t n;
+    int fd;
+
+    PATHF(path, "/proc/%d/environ", pid);
+    if ((fd = open(path, O_RDONLY)) < 0)
+        return false;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+        if (strcmp(buf + i, var) == 0)
+            return true;
+    return false;
+}
+
+/* Kills (and reaps, when ours) every agent a vm.json names. */
+static void kill_all(const struct fx *fx)
+{
+    char path[PATH_MAX];
+    struct dirent *e;
+    DIR *dp;
+
+    PATHF(path, "%s/vms", fx->dir);
+    if (!(dp = opendir(path)))
+        return;
+    while ((e = readdir(dp))) {
+        int pid;
+        if (e->d_name[0] == '.')
+            continue;
+        pid = vm_pid(fx, e->d_name);
+        if (pid <= 1)
+            continue;
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        for (int i = 0; i < 200 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+            usleep(10000); /* teardown only: reaping a killed child */
+    }
+    closedir(dp);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    const char *tmp = getenv("TMPDIR");
+    struct fx *fx = calloc(1, sizeof *fx);
+
+    assert_non_null(fx);
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    assert_true(snprintf(fx->dir, sizeof fx->dir, "%s/cfm-drv-XXXXXX", tmp) <
+                (int)sizeof fx->dir);
+    assert_non_null(mkdtemp(fx->dir));
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    fx->port = closed_port();
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    int rc;
+
+    close_driver(fx);
+    kill_all(fx);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    rc = uv_loop_close(&fx->loop);
+    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return rc == 0 ? 0 : -1;
+}
+
+static int count_vm_dirs(const struct fx *fx)
+{
+    char path[PATH_MAX];
+    struct dirent *e;
+    int dirs = 0;
+    DIR *dp;
+
+    PATHF(path, "%s/vms", fx->dir);
+    assert_non_null(dp = opendir(path));
+    while ((e = readdir(dp)))
+        dirs += e->d_name[0] != '.';
+    closedir(dp);
+    return dirs;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static void test_registry(void **state)
+{
+    (void)state;
+    assert_ptr_equal(cfm_driver_find("local"), &cfm_driver_local_ops);
+    assert_null(cfm_driver_find("ec2"));
+    assert_null(cfm_driver_find(NULL));
+    assert_string_equal(cfm_driver_names(), "local");
+    assert_string_equal(cfm_vm_state_name(CFM_VM_PENDING), "pending");
+    assert_string_equal(cfm_vm_state_name(CFM_VM_RUNNING), "running");
+    assert_string_equal(cfm_vm_state_name(CFM_VM_FAILED), "failed");
+    assert_string_equal(cfm_vm_state_name(CFM_VM_TERMINATED), "terminated");
+}
+
+static void test_run_three(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info vm[3];
+    char path[PATH_MAX], var[64];
+    struct stat st;
+
+    open_ok(fx, "{\"type\": \"local\", \"private_net\": \"127.77.5\"}");
+    run_ok(fx, "k-1", &vm[0]);
+    run_ok(fx, "k-2", &vm[1]);
+    run_ok(fx, "k-3", &vm[2]);
+    for (int i = 0; i < 3; i++) {
+        int pid = vm_pid(fx, vm[i].id);
+        char ip[CFM_MAX_IP];
+        assert_int_equal(strncmp(vm[i].id, "vm-", 3), 0);
+        assert_int_equal(strlen(vm[i].id), 13);
+        snprintf(ip, sizeof ip, "127.77.5.%d", i + 2);
+        assert_string_equal(vm[i].private_ip, ip);
+        assert_string_equal(vm[i].system, "shop");
+        assert_string_equal(vm[i].vm_class, "web");
+        assert_string_equal(vm[i].public_ip, "");
+        assert_true(alive(pid));
+        assert_int_equal(getpgid(pid), pid); /* its own process group */
+        snprintf(var, sizeof var, "CFM_VM_IP=%s", ip);
+        assert_true(environ_has(pid, var));
+        assert_int_equal(stat(vm[i].disk, &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+        PATHF(path, "%s/vms/%s/agent.log", fx->dir, vm[i].id);
+        assert_int_equal(stat(path, &st), 0);
+        for (int k = 0; k < i; k++) {
+            assert_string_not_equal(vm[i].id, vm[k].id);
+            assert_int_not_equal(pid, vm_pid(fx, vm[k].id));
+        }
+    }
+    assert_int_equal(describe(fx, vm[1].id), CFM_OK);
+    assert_string_equal(fx->vm.private_ip, vm[1].private_ip);
+    assert_int_equal(fx->events, 0);
+}
+
+static void test_same_key(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a, b;
+
+    open_ok(fx, NULL);
+    run_ok(fx, "run-1.3", &a);
+    run_ok(fx, "run-1.3", &b);
+    assert_string_equal(a.id, b.id);
+    assert_string_equal(a.private_ip, b.private_ip);
+    assert_int_equal(vm_pid(fx, a.id), vm_pid(fx, b.id));
+    assert_int_equal(count_vm_dirs(fx), 1);
+    /* The same key for something else is refused, as EC2 does. */
+    assert_int_equal(run_vm(fx, "run-1.3", "db", 1, 512), CFM_EINVAL);
+    assert_non_null(strstr(fx->why, a.id));
+    /* Terminated, the key still answers the same VM. */
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_int_equal(run_vm(fx, "run-1.3", "web", 1, 512), CFM_OK);
+    assert_string_equal(fx->vm.id, a.id);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    /* Bad specs name the field. */
+    assert_int_equal(run_vm(fx, "k-x", "web", 0, 512), CFM_EINVAL);
+    assert_non_null(strstr(fx->why, "cpu"));
+    assert_int_equal(run_vm(fx, "bad/key", "web", 1, 512), CFM_EINVAL);
+    assert_non_null(strstr(fx->why, "key"));
+}
+
+static void test_capacity(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a;
+
+    open_ok(fx, "{\"capacity\": {\"cpu\": 4, \"memory_mb\": 4096}}");
+    assert_int_equal(run_vm(fx, "k-1", "big", 2, 1024), CFM_OK);
+    a = fx->vm;
+    assert_int_equal(run_vm(fx, "k-2", "big", 2, 1024), CFM_OK);
+    assert_int_equal(run_vm(fx, "k-3", "big", 2, 1024), CFM_ETOOBIG);
+    assert_string_equal(fx->why, "site site-a has no capacity for VM class big (needs 2 CPU and "
+                                 "1024 MiB; free: 0 CPU and 2048 MiB)");
+    assert_int_equal(run_vm(fx, "k-4", "huge", 1, 4096), CFM_ETOOBIG);
+    assert_non_null(strstr(fx->why, "VM class huge"));
+    /* Nothing was made for the refused keys; terminating frees capacity. */
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_int_equal(run_vm(fx, "k-3", "big", 2, 1024), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_RUNNING);
+}
+
+static void test_terminate(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a, b, c;
+    int pid;
+
+    open_ok(fx, "{\"private_net\": \"127.77.9\"}");
+    run_ok(fx, "k-1", &a);
+    run_ok(fx, "k-2", &b);
+    pid = vm_pid(fx, a.id);
+    assert_true(alive(pid));
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    assert_string_equal(fx->vm.private_ip, "");
+    assert_false(alive(pid));
+    assert_false(group_alive(pid));
+    assert_true(alive(vm_pid(fx, b.id)));
+    /* Idempotent, and recorded. */
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    {
+        json_t *j = read_vm_json(fx, a.id);
+        assert_string_equal(json_string_value(json_object_get(j, "state")), "terminated");
+        json_decref(j);
+    }
+    /* The disk is kept; the address is free again. */
+    assert_int_equal(access(a.disk, F_OK), 0);
+    run_ok(fx, "k-3", &c);
+    assert_string_equal(c.private_ip, "127.77.9.2");
+    assert_string_not_equal(c.id, a.id);
+    assert_int_equal(fx->events, 0); /* a terminate is not a failure */
+}
+
+static void test_terminate_stubborn(void **state)
+{
+    struct fx *fx = *state;
+    char script[PATH_MAX];
+    struct cfm_why why = {""};
+    struct cfm_vm_info a;
+    uint64_t start;
+    FILE *f;
+    int pid;
+    struct cfm_driver_env env = {
+        .loop = &fx->loop, .site = "site-a", .state_dir = fx->dir,
+        .broker_host = "127.0.0.1", .broker_port = fx->port,
+        .agent_path = script, .on_event = on_event, .arg = fx,
+    };
+
+    /* An "agent" that ignores SIGTERM, with a child in its group. */
+    PATHF(script, "%s/stubborn.sh", fx->dir);
+    assert_non_null(f = fopen(script, "w"));
+    fputs("#!/bin/sh\ntrap '' TERM\nsleep 600 &\nwhile :; do sleep 1; done\n", f);
+    fclose(f);
+    assert_int_equal(chmod(script, 0755), 0);
+    assert_int_equal(ops->open(&env, NULL, &fx->d, &why), CFM_OK);
+    run_ok(fx, "k-1", &a);
+    pid = vm_pid(fx, a.id);
+    assert_true(group_alive(pid));
+    start = uv_now(&fx->loop);
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    assert_true(uv_now(&fx->loop) - start >= 2900); /* SIGKILL came after 3 s */
+    assert_false(alive(pid));
+    assert_false(group_alive(pid));
+    assert_int_equal(fx->events, 0);
+}
+
+static void test_spawn_failure(void **state)
+{
+    struct fx *fx = *state;
+    char script[PATH_MAX];
+    struct cfm_why why = {""};
+    FILE *f;
+    struct cfm_driver_env env = {
+        .loop = &fx->loop, .site = "site-a", .state_dir = fx->dir,
+        .broker_host = "127.0.0.1", .broker_port = fx->port,
+        .agent_path = script, .on_event = on_event, .arg = fx,
+    };
+
+    PATHF(script, "%s/agent.sh", fx->dir);
+    assert_non_null(f = fopen(script, "w"));
+    fprintf(f, "#!/bin/sh\nexec '%s' \"$@\"\n", CFM_AGENT_PATH);
+    fclose(f);
+    assert_int_equal(chmod(script, 0755), 0);
+    assert_int_equal(ops->open(&env, NULL, &fx->d, &why), CFM_OK);
+    /* The agent cannot be started: an error, and nothing left behind. */
+    assert_int_equal(chmod(script, 0644), 0);
+    assert_int_equal(run_vm(fx, "k-1", "web", 1, 512), CFM_EIO);
+    assert_non_null(strstr(fx->why, "cannot start"));
+    assert_int_equal(count_vm_dirs(fx), 0);
+    /* So the same key may try again. */
+    assert_int_equal(chmod(script, 0755), 0);
+    assert_int_equal(run_vm(fx, "k-1", "web", 1, 512), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_RUNNING);
+    assert_string_equal(fx->vm.private_ip + strlen(fx->vm.private_ip) - 2, ".2");
+    assert_int_equal(count_vm_dirs(fx), 1);
+}
+
+static void test_kill9_child(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a;
+    json_t *j;
+    int pid;
+
+    open_ok(fx, NULL);
+    run_ok(fx, "k-1", &a);
+    pid = vm_pid(fx, a.id);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_true(run_until(fx, &fx->events, 1, FAIL_MS));
+    assert_string_equal(fx->event.id, a.id);
+    assert_int_equal(fx->event.state, CFM_VM_FAILED);
+    j = read_vm_json(fx, a.id);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "failed");
+    json_decref(j);
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_FAILED);
+    /* Terminating a failed VM frees what it held at once. */
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    assert_int_equal(fx->events, 1);
+}
+
+static void test_agent_exits(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a;
+
+    /* An agent that refuses its command line exits at once: FAILED. */
+    open_ok(fx, "{\"agent_args\": [\"--no-such-flag\"]}");
+    run_ok(fx, "k-1", &a);
+    assert_true(run_until(fx, &fx->events, 1, FAIL_MS));
+    assert_string_equal(fx->event.id, a.id);
+    assert_int_equal(fx->event.state, CFM_VM_FAILED);
+}
+
+static void test_restart_readopt(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info vm[4];
+    int pid[4];
+
+    open_ok(fx, NULL);
+    for (int i = 0; i < 4; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k-%d", i);
+        run_ok(fx, key, &vm[i]);
+        pid[i] = vm_pid(fx, vm[i].id);
+    }
+    /* The manager stops: its VMs do not. One dies while it is away. */
+    close_driver(fx);
+    for (int i = 0; i < 4; i++)
+        assert_true(alive(pid[i]));
+    assert_int_equal(kill(pid[3], SIGKILL), 0);
+    assert_int_equal(waitpid(pid[3], NULL, 0), pid[3]);
+
+    open_ok(fx, NULL);
+    assert_int_equal(fx->events, 0); /* reported from the loop, not inside open */
+    assert_true(run_until(fx, &fx->events, 1, WAIT_MS));
+    assert_string_equal(fx->event.id, vm[3].id);
+    assert_int_equal(fx->event.state, CFM_VM_FAILED);
+    list_vms(fx);
+    assert_int_equal(fx->nlist, 4);
+    for (size_t k = 0; k < fx->nlist; k++) {
+        for (int i = 0; i < 4; i++) {
+            if (strcmp(fx->list[k].id, vm[i].id) != 0)
+                continue;
+            assert_int_equal(fx->list[k].state, i == 3 ? CFM_VM_FAILED : CFM_VM_RUNNING);
+            assert_string_equal(fx->list[k].private_ip, vm[i].private_ip);
+            assert_string_equal(fx->list[k].key, vm[i].key);
+            assert_int_equal(vm_pid(fx, vm[i].id), pid[i]);
+            assert_true(i == 3 || alive(pid[i])); /* the same processes */
+        }
+    }
+    /* The same key still answers the re-adopted VM. */
+    run_ok(fx, "k-1", &vm[1]);
+    assert_int_equal(vm_pid(fx, vm[1].id), pid[1]);
+
+    /* A re-adopted VM killed from outside is found by polling. */
+    assert_int_equal(kill(pid[0], SIGKILL), 0);
+    assert_true(run_until(fx, &fx->events, 2, FAIL_MS));
+    assert_string_equal(fx->event.id, vm[0].id);
+    assert_int_equal(fx->event.state, CFM_VM_FAILED);
+    assert_int_equal(waitpid(pid[0], NULL, WNOHANG), pid[0]); /* it was a zombie */
+
+    /* And one is terminated although it is not our child. */
+    assert_int_equal(terminate(fx, vm[1].id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    assert_int_equal(waitpid(pid[1], NULL, WNOHANG), pid[1]); /* it had exited */
+    assert_true(alive(pid[2]));
+    assert_int_equal(fx->events, 2);
+}
+
+static void test_volumes(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a, b;
+    char link[PATH_MAX], target[PATH_MAX], got[PATH_MAX], file[PATH_MAX];
+    struct stat st;
+    ssize_t n;
+    FILE *f;
+
+    open_ok(fx, NULL);
+    run_ok(fx, "k-1", &a);
+    run_ok(fx, "k-2", &b);
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, a.id, "data", "v-1", on_vm, fx)),
+                     CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 1);
+    assert_string_equal(fx->vm.volumes[0], "data");
+    PATHF(link, "%s/volumes/data", a.disk);
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    n = readlink(link, got, sizeof got - 1);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_non_null(realpath(fx->dir, target));
+    strncat(target, "/volumes/shop.data", sizeof target - strlen(target) - 1);
+    assert_string_equal(got, target);
+    PATHF(file, "%s/hello", link);
+    assert_non_null(f = fopen(file, "w"));
+    fputs("hi\n", f);
+    fclose(f);
+    /* Idempotent. */
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, a.id, "data", "v-1", on_vm, fx)),
+                     CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 1);
+    {
+        json_t *j = read_vm_json(fx, a.id);
+        assert_int_equal(json_array_size(json_object_get(j, "volumes")), 1);
+        json_decref(j);
+    }
+    /* One VM at a time. */
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, b.id, "data", "v-2", on_vm, fx)),
+                     CFM_EINVAL);
+    assert_non_null(strstr(fx->why, a.id));
+    /* Detach removes the link, keeps the data; twice is fine. */
+    assert_int_equal(answer(fx, ops->detach_volume(fx->d, a.id, "data", "v-3", on_vm, fx)),
+                     CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 0);
+    assert_int_equal(lstat(link, &st), -1);
+    PATHF(file, "%s/hello", target);
+    assert_int_equal(access(file, R_OK), 0);
+    assert_int_equal(answer(fx, ops->detach_volume(fx->d, a.id, "data", "v-3", on_vm, fx)),
+                     CFM_OK);
+    /* Now b may have it; terminating b detaches it. */
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, b.id, "data", "v-4", on_vm, fx)),
+                     CFM_OK);
+    PATHF(link, "%s/volumes/data/hello", b.disk);
+    assert_int_equal(access(link, R_OK), 0);
+    assert_int_equal(terminate(fx, b.id), CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 0);
+    PATHF(link, "%s/volumes/data", b.disk);
+    assert_int_equal(lstat(link, &st), -1);
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, b.id, "data", "v-5", on_vm, fx)),
+                     CFM_EINVAL);
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, a.id, "a/b", "v-6", on_vm, fx)),
+                     CFM_EINVAL);
+}
+
+static void test_addresses(void **state)
+{
+    struct fx *fx = *state;
+    static const char config[] = "{\"public_pool\": [\"127.78.9.1\", \"127.78.9.2\"]}";
+    struct cfm_vm_info a, b;
+    json_t *j;
+
+    open_ok(fx, config);
+    run_ok(fx, "k-1", &a);
+    run_ok(fx, "k-2", &b);
+    assert_int_equal(
+        answer(fx, ops->associate_address(fx->d, a.id, "web-ip", "a-1", on_vm, fx)), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "127.78.9.1");
+    assert_string_equal(fx->vm.address_id, "web-ip");
+    assert_int_equal(
+        answer(fx, ops->associate_address(fx->d, a.id, "web-ip", "a-1", on_vm, fx)), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "127.78.9.1");
+    /* Moving it to b (what DR does) takes it from a. */
+    assert_int_equal(
+        answer(fx, ops->associate_address(fx->d, b.id, "web-ip", "a-2", on_vm, fx)), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "127.78.9.1");
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "");
+    assert_string_equal(fx->vm.address_id, "");
+    j = read_vm_json(fx, a.id);
+    assert_string_equal(json_string_value(json_object_get(j, "public_ip")), "");
+    json_decref(j);
+    j = read_vm_json(fx, b.id);
+    assert_string_equal(json_string_value(json_object_get(j, "address_id")), "web-ip");
+    json_decref(j);
+    /* A second address, then the pool is exhausted. */
+    assert_int_equal(
+        answer(fx, ops->associate_address(fx->d, a.id, "db-ip", "a-3", on_vm, fx)), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "127.78.9.2");
+    assert_int_equal(
+        answer(fx, ops->associate_address(fx->d, a.id, "x-ip", "a-4", on_vm, fx)), CFM_ETOOBIG);
+    assert_non_null(strstr(fx->why, "no free public address"));
+    /* Disassociate, twice. */
+    assert_int_equal(
+        answer(fx, ops->disassociate_address(fx->d, b.id, "web-ip", "a-5", on_vm, fx)), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "");
+    assert_int_equal(
+        answer(fx, ops->disassociate_address(fx->d, b.id, "web-ip", "a-5", on_vm, fx)), CFM_OK);
+    /* The binding of (system, address) to its IP survives a restart. */
+    close_driver(fx);
+    open_ok(fx, config);
+    assert_int_equal(
+        answer(fx, ops->associate_address(fx->d, a.id, "web-ip", "a-6", on_vm, fx)), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "127.78.9.1");
+    /* Terminating frees the public address of the VM. */
+    assert_int_equal(terminate(fx, a.id), CFM_OK);
+    assert_string_equal(fx->vm.public_ip, "");
+    assert_string_equal(fx->vm.address_id, "");
+}
+
+static void test_unknown_vm(void **state)
+{
+    struct fx *fx = *state;
+
+    open_ok(fx, NULL);
+    assert_int_equal(describe(fx, "vm-0000000000"), CFM_ENOTFOUND);
+    assert_non_null(strstr(fx->why, "vm-0000000000"));
+    assert_int_equal(terminate(fx, "vm-0000000000"), CFM_ENOTFOUND);
+    assert_int_equal(answer(fx, ops->attach_volume(fx->d, "vm-0", "v", "k", on_vm, fx)),
+                     CFM_ENOTFOUND);
+    assert_int_equal(answer(fx, ops->detach_volume(fx->d, "vm-0", "v", "k", on_vm, fx)),
+                     CFM_ENOTFOUND);
+    assert_int_equal(answer(fx, ops->associate_address(fx->d, "vm-0", "a", "k", on_vm, fx)),
+                     CFM_ENOTFOUND);
+    assert_int_equal(answer(fx, ops->disassociate_address(fx->d, "vm-0", "a", "k", on_vm, fx)),
+                     CFM_ENOTFOUND);
+    assert_int_equal(answer(fx, ops->describe(fx->d, NULL, on_vm, fx)), CFM_ENOTFOUND);
+    assert_int_equal(ops->describe(fx->d, "vm-0", NULL, fx), CFM_EINVAL); /* no callback */
+    list_vms(fx);
+    assert_int_equal(fx->nlist, 0);
+}
+
+static void test_bad_config(void **state)
+{
+    static const struct {
+        const char *config, *field;
+    } cases[] = {
+        {"[]", "driver: must be an object"},
+        {"{\"type\": \"ec2\"}", "driver.type"},
+        {"{\"bogus\": 1}", "driver: unknown field 'bogus'"},
+        {"{\"capacity\": 4}", "driver.capacity"},
+        {"{\"capacity\": {\"cpu\": 0}}", "driver.capacity.cpu"},
+        {"{\"capacity\": {\"cpu\": \"4\"}}", "driver.capacity.cpu"},
+        {"{\"capacity\": {\"memory_mb\": -1}}", "driver.capacity.memory_mb"},
+        {"{\"capacity\": {\"cpus\": 4}}", "driver.capacity: unknown field 'cpus'"},
+        {"{\"private_net\": \"10.0.0\"}", "driver.private_net"},
+        {"{\"private_net\": \"127.77.256\"}", "driver.private_net"},
+        {"{\"private_net\": \"127.77.5.0\"}", "driver.private_net"},
+        {"{\"public_pool\": \"127.78.1.1\"}", "driver.public_pool"},
+        {"{\"public_pool\": [\"127.78.1.300\"]}", "driver.public_pool[0]"},
+        {"{\"public_pool\": [\"127.78.1.1\", \"127.78.1.1\"]}", "driver.public_pool[1]"},
+        {"{\"private_net\": \"127.77.5\", \"public_pool\": [\"127.77.5.9\"]}",
+         "driver.public_pool[0]"},
+        {"{\"agent_args\": [\"--vm\"]}", "driver.agent_args[0]"},
+        {"{\"agent_args\": [\"--log-level=debug\", \"--root=/\"]}", "driver.agent_args[1]"},
+        {"{\"agent_args\": [7]}", "driver.agent_args[0]"},
+    };
+    struct fx *fx = *state;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cfm_why why = {""};
+        fx->d = NULL;
+        assert_int_equal(open_driver(fx, cases[i].config, &why), CFM_ECONFIG);
+        assert_null(fx->d);
+        if (!strstr(why.text, cases[i].field))
+            fail_msg("config %s: why '%s' does not name '%s'", cases[i].config, why.text,
+                     cases[i].field);
+    }
+    /* What is fine is fine. */
+    open_ok(fx, "{\"type\": \"local\", \"capacity\": {\"cpu\": 2, \"memory_mb\": 2048}, "
+                "\"private_net\": \"127.77.5\", \"public_pool\": [\"127.78.5.1\"], "
+                "\"agent_args\": [\"--log-level\", \"debug\"]}");
+    close_driver(fx);
+}
+
+static void test_bad_env(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_driver_env env = {
+        .loop = &fx->loop, .site = "site-a", .state_dir = fx->dir,
+        .broker_host = "127.0.0.1", .broker_port = fx->port,
+        .agent_path = "/nonexistent/cfm-agent",
+    };
+    struct cfm_why why = {""};
+
+    assert_int_equal(ops->open(&env, NULL, &fx->d, &why), CFM_ECONFIG);
+    assert_non_null(strstr(why.text, "agent_path"));
+    env.agent_path = CFM_AGENT_PATH;
+    env.site = "a/b";
+    assert_int_equal(ops->open(&env, NULL, &fx->d, &why), CFM_ECONFIG);
+    assert_non_null(strstr(why.text, "site"));
+    env.site = "site-a";
+    env.state_dir = "/nonexistent/state";
+    assert_int_equal(ops->open(&env, NULL, &fx->d, &why), CFM_ECONFIG);
+    assert_non_null(strstr(why.text, "state_dir"));
+    fx->d = NULL;
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_registry),          T(test_run_three),     T(test_same_key),
+        T(test_capacity),          T(test_terminate),     T(test_terminate_stubborn),
+        T(test_spawn_failure),     T(test_kill9_child),   T(test_agent_exits),
+        T(test_restart_readopt),   T(test_volumes),       T(test_addresses),
+        T(test_unknown_vm),        T(test_bad_config),    T(test_bad_env),
+    };
+
+    /* An agent's death must not stop the test with SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
