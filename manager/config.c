@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "driver.h"
 #include "id.h"
 
 #define MAX_CONFIG_FILE (64u << 10)
@@ -109,9 +110,10 @@ static enum cfm_err set_driver(struct cfm_config *cfg, json_t *driver, const cha
     else
         return cfm_why_set(why, CFM_ECONFIG, "%s: must be \"local\" or {\"type\": ...}", field);
     type = json_object_get(driver, "type");
-    if (!json_is_string(type) || strcmp(json_string_value(type), "local") != 0) {
+    if (!json_is_string(type) || !cfm_driver_find(json_string_value(type))) {
         json_decref(driver);
-        return cfm_why_set(why, CFM_ECONFIG, "%s.type: unknown driver (known: local)", field);
+        return cfm_why_set(why, CFM_ECONFIG, "%s.type: unknown driver (known: %s)", field,
+                           cfm_driver_names());
     }
     json_decref(cfg->driver);
     cfg->driver = driver;
