@@ -31,9 +31,10 @@ static bool find_site(void *arg, const struct cfm_site_rec *rec)
     return false;
 }
 
-void cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
-                          size_t len)
+int cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
+                         size_t len)
 {
+    int result = -1;
     struct find_ctx f = {.site = site, .last_seen = ""};
     struct cfm_site_rec rec;
     json_error_t jerr;
@@ -42,10 +43,10 @@ void cfm_health_on_status(struct cfm_store *st, const char *site, const void *pa
     char *text = NULL;
 
     if (len == 0)
-        return; /* a cleared retained status */
+        return -1; /* a cleared retained status */
     if (len > MAX_STATUS) {
         cfm_warn("health", "dropped status of %s: %zu bytes is over %d", site, len, MAX_STATUS);
-        return;
+        return -1;
     }
     json = json_loadb(payload, len, 0, &jerr);
     state = json_string_value(json_object_get(json, "state"));
@@ -67,9 +68,11 @@ void cfm_health_on_status(struct cfm_store *st, const char *site, const void *pa
         cfm_error("health", "cannot record the status of %s", site);
     else
         cfm_info("health", "site %s is %s", site, state);
+    result = strcmp(state, "online") == 0;
 out:
     free(text);
     json_decref(json);
+    return result;
 }
 
 static bool add_site(void *arg, const struct cfm_site_rec *rec)

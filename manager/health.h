@@ -12,9 +12,10 @@
 #include "store.h"
 
 /* Records the status message of site (payload borrowed). A malformed status
- * is dropped with a logged reason. */
-void cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
-                          size_t len);
+ * is dropped with a logged reason. Returns 1 for an online status, 0 for
+ * offline, -1 for one dropped (or an empty, cleared one). */
+int cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
+                         size_t len);
 
 /* Returns a new JSON array of {"site","state","last_seen"} in site order,
  * or NULL on a store error. */

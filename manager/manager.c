@@ -274,7 +274,16 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
             handle_ctl(m, msg);
         break;
     case CFM_TOPIC_SITE_STATUS:
-        cfm_health_on_status(m->store, t.site, msg->payload, msg->len);
+        /* Bridges re-send retained messages when they reconnect, so a stale
+         * "offline" of this very site can come back while it runs: answer
+         * it with the truth. */
+        if (cfm_health_on_status(m->store, t.site, msg->payload, msg->len) == 0 &&
+            strcmp(t.site, m->cfg.site) == 0 && !m->stopping && cfm_bus_connected(m->bus)) {
+            json_t *status = cfm_health_status(m->cfg.site, "online");
+            cfm_info("health", "a stale offline status of this site arrived; republishing");
+            publish_json(m, m->status_topic, status, true, NULL);
+            json_decref(status);
+        }
         break;
     case CFM_TOPIC_OBJ:
         /* BusinessSystem objects of every system arrive (membership);

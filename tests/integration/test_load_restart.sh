@@ -42,6 +42,13 @@ wait_until 15 "manager answering after broker restart" ctl site-a -t 1 ping
 assert_contains "$(retained a cfm/v1/site/site-a/status)" '"online"' "status after broker restart"
 manager_alive site-a || fail "manager died across the broker restart"
 
+step "a stale offline status of a running site (as a bridge may re-send) is corrected"
+mosquitto_pub -p "${BROKER_PORT[a]}" -q 1 -r -t cfm/v1/site/site-a/status \
+    -m '{"state":"offline","site":"site-a"}'
+status_online() { retained a cfm/v1/site/site-a/status | grep -q '"online"'; }
+wait_until 10 "the manager to republish its online status" status_online
+assert_contains "$(ctl site-a sites list)" "online" "site-a in sites list"
+
 step "the retained objects are on the broker"
 assert_contains "$(retained a cfm/v1/sys/shop/obj/VMClass/small)" '"image"' "retained VMClass"
 
