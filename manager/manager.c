@@ -37,6 +37,8 @@
 
 #define STOP_GRACE_MS 2000
 #define BRIDGE_STATE_PREFIX "$SYS/broker/connection/"
+/* broker-config/'s bridges announce links here (notification_topic). */
+#define CFM_BRIDGE_PREFIX CFM_TOPIC_ROOT "/bridge/"
 #define SESSION_EXPIRY_S (7u * 24 * 3600)
 
 struct cfm_manager {
@@ -260,7 +262,8 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
     struct cfm_topic t;
     struct cfm_why why = {{0}};
 
-    if (strncmp(msg->topic, BRIDGE_STATE_PREFIX, strlen(BRIDGE_STATE_PREFIX)) == 0) {
+    if (strncmp(msg->topic, BRIDGE_STATE_PREFIX, strlen(BRIDGE_STATE_PREFIX)) == 0 ||
+        strncmp(msg->topic, CFM_BRIDGE_PREFIX, strlen(CFM_BRIDGE_PREFIX)) == 0) {
         on_bridge_state(m, msg);
         return;
     }
@@ -555,6 +558,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/site/+/status");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/sys/+/obj/BusinessSystem/+");
     cfm_bus_subscribe(m->bus, BRIDGE_STATE_PREFIX "+/state");
+    cfm_bus_subscribe(m->bus, CFM_BRIDGE_PREFIX "+/+/state");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/status");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/res/+");
     cfm_store_each(m->store, &systems, subscribe_member, m);
