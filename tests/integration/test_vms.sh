@@ -67,11 +67,17 @@ assert_contains "$(ctl site-a vms list --system shop)" "127.78." "the public add
 step "kill -9 a VM: it is noticed, its VMInstance fails, vm_failed is published"
 victim=$(ls "$TMP/site-a/vms" | head -n 1)
 pid=$(grep -o '"pid": *[0-9]*' "$TMP/site-a/vms/$victim/vm.json" | grep -o '[0-9]*$')
-mosquitto_sub -p "${BROKER_PORT[a]}" -t cfm/v1/sys/shop/event/vm_failed -C 1 -W 30 >"$TMP/failed.ev" &
+mosquitto_sub -p "${BROKER_PORT[a]}" -t 'cfm/v1/sys/shop/event/+' -v -W 60 >"$TMP/failed.ev" &
 PIDS[sub]=$!
-wait_until 10 "the subscriber" bash -c "exec 3<>/dev/tcp/127.0.0.1/${BROKER_PORT[a]}"
+# The subscription is live once a marker published after it comes through.
+marker_seen() {
+    pub a cfm/v1/sys/shop/event/marker '{"payload":{}}'
+    grep -q 'event/marker' "$TMP/failed.ev"
+}
+wait_until 10 "the subscriber to be ready" marker_seen
 kill -KILL "$pid"
-wait_until 15 "the vm_failed event" grep -q "$victim" "$TMP/failed.ev"
+failed_event() { grep 'event/vm_failed' "$TMP/failed.ev" | grep -q "$victim"; }
+wait_until 15 "the vm_failed event" failed_event
 vm_failed() { ctl site-a vms list --system shop | grep "$victim" | grep -q ' failed '; }
 wait_until 15 "VMInstance $victim failed" vm_failed
 
