@@ -314,6 +314,8 @@ void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
     luaL_newlib(L, cfm);
     lua_pushstring(L, ctx->site);
     lua_setfield(L, -2, "site");
+    lua_pushstring(L, ctx->bin_dir ? ctx->bin_dir : "");
+    lua_setfield(L, -2, "bin_dir");
     lua_pushlightuserdata(L, CFM_LUA_NULL);
     lua_setfield(L, -2, "null");
     /* Read-only like the other libraries: a run cannot change cfm.site for others. */

@@ -25,6 +25,7 @@ struct cfm_api_ctx {
     struct cfm_driver *driver;
     struct cfm_agentc *agentc;
     const char *site;
+    const char *bin_dir;   /* where cfm's programs are (cfm-agent, cfm-svc) */
 };
 
 /* Installs the API into the table at the top of L's stack (the sandbox's

@@ -52,6 +52,7 @@ struct cfm_manager {
     struct cfm_sync *sync;
     struct cfm_engine *engine;
     struct cfm_api_ctx api;
+    char bin_dir[PATH_MAX];
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
     int stop_mid;
@@ -531,6 +532,10 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         m->api.bus = m->bus;
         m->api.site = m->cfg.site;
         agent_path(m, agent, sizeof agent);
+        snprintf(m->bin_dir, sizeof m->bin_dir, "%s", agent);
+        if (strrchr(m->bin_dir, '/'))
+            *strrchr(m->bin_dir, '/') = '\0';
+        m->api.bin_dir = m->bin_dir;
         m->api.driver_ops = cfm_driver_find(dtype ? dtype : "local");
         if (!m->api.driver_ops) {
             err = cfm_why_set(why, CFM_ECONFIG, "driver.type: unknown driver '%s' (known: %s)",

@@ -513,6 +513,17 @@ static enum cfm_err check_counts(struct vctx *c, const json_t *el)
     return CFM_OK;
 }
 
+/* Where deploy starts the element: the system's primary site (the
+ * default) or its standby site (a warm standby, e.g. a database replica). */
+static enum cfm_err check_placement(struct vctx *c, const json_t *v)
+{
+    const char *s = json_string_value(v);
+
+    if (strcmp(s, "primary") != 0 && strcmp(s, "standby") != 0)
+        return fail(c, "must be \"primary\" or \"standby\"");
+    return CFM_OK;
+}
+
 static const struct field element_fields[] = {
     F_IDENT("vm_class", true, "VMClass id", NULL),
     F_INTEGER("count", false, 0, 1000),
@@ -524,6 +535,7 @@ static const struct field element_fields[] = {
     F_IDLIST("volumes", false, 0, CFM_MAX_OBJECTS, "Volume id"),
     F_IDENT("address", false, "Address id", NULL),
     F_OBJECT("service", false, &service_schema),
+    {.name = "placement", .type = F_STR, .min = 1, .max = 16, .check = check_placement},
     F_TEXT("description", false),
 };
 

@@ -350,7 +350,11 @@ static const struct body_case body_cases[] = {
      "service.health: unknown field 'https' (known: http, port, timeout_s)"},
     {EL, "{\"vm_class\":\"s\",\"cpu\":1}",
      "unknown field 'cpu' (known: vm_class, count, min, max, depends_on, config_templates, "
-     "volumes, address, service, description)"},
+     "volumes, address, service, placement, description)"},
+    {EL, "{\"vm_class\":\"s\",\"placement\":\"standby\"}", NULL},
+    {EL, "{\"vm_class\":\"s\",\"placement\":\"primary\"}", NULL},
+    {EL, "{\"vm_class\":\"s\",\"placement\":\"elsewhere\"}",
+     "placement: must be \"primary\" or \"standby\""},
 
     /* ConfigTemplate */
     {CT, "{\"path\":\"/etc/x.conf\",\"template\":\"\"}", NULL},
