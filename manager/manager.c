@@ -52,7 +52,7 @@ struct cfm_manager {
     struct cfm_sync *sync;
     struct cfm_engine *engine;
     struct cfm_api_ctx api;
-    char bin_dir[PATH_MAX];
+    char bin_dir[PATH_MAX + 16];
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
     int stop_mid;
