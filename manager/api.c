@@ -294,6 +294,13 @@ static int readonly_newindex(lua_State *L)
                       lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
 }
 
+/* cfm.now_ms() -> milliseconds since the epoch (wall clock) */
+static int l_now_ms(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)cfm_time_ms());
+    return 1;
+}
+
 void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
 {
     static const luaL_Reg top[] = {
@@ -306,6 +313,7 @@ void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
         {"objects", l_objects},
         {"save", l_save},
         {"delete", l_delete},
+        {"now_ms", l_now_ms},
         {NULL, NULL},
     };
 

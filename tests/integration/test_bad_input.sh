@@ -165,20 +165,20 @@ site_a_online() {
 
 step "load the example system; its snapshot is the baseline"
 out=$(ctl site-a system load "$EXAMPLE") || fail "load: $out"
-assert_contains "$out" "9 created" "first load"
+assert_contains "$out" "10 created" "first load"
 wait_until 10 "site-a online in sites list" site_a_online
 BASELINE=$(snapshot)
 BASELINE_SITES=$(ctl site-a sites list)
-assert_eq 9 "$(grep -c '"kind":' <<<"$BASELINE")" "objects in the baseline"
+assert_eq 10 "$(grep -c '"kind":' <<<"$BASELINE")" "objects in the baseline"
 assert_eq "$BASELINE" "$(snapshot)" "two snapshots of an idle store"
 
 # --- broken system files through cfmctl and raw -------------------------------
 
 step "a syntax error: refused with its line and column"
 variant syntax 's/"cpu": 1,/"cpu": 1,,/'
-assert_eq 24 "$(grep -n '"cpu": 1,,' "$F" | cut -d: -f1)" "test setup: line of the syntax error"
-load_refused "$F" "line 24, column 18: "
-raw_load_refused "$F" "line 24, column 18: "
+assert_eq 22 "$(grep -n '"cpu": 1,,' "$F" | cut -d: -f1)" "test setup: line of the syntax error"
+load_refused "$F" "line 22, column 18: "
+raw_load_refused "$F" "line 22, column 18: "
 
 step "an unknown kind"
 variant kind 's/"Address": {/"Adress": {/'
@@ -186,7 +186,7 @@ load_refused "$F" "objects: unknown kind 'Adress' (known: BusinessSystem,"
 raw_load_refused "$F" "objects: unknown kind 'Adress' (known: BusinessSystem,"
 
 step "a missing required field"
-variant missing '23{/"image": "cfm-local",/d}'
+variant missing '21{/"image": "cfm-local",/d}'
 load_refused "$F" "objects.VMClass.small.image: is required"
 raw_load_refused "$F" "objects.VMClass.small.image: is required"
 variant nosites '/"sites": \["site-a", "site-b"\],/d'
@@ -235,7 +235,7 @@ cp "$EXAMPLE" "$TMP/example.json"
 load_request "$TMP/example.json"
 raw_request "$REQ"
 assert_contains "$ANSWER" '{"ok":true,' "raw load of the example"
-assert_contains "$ANSWER" '"unchanged":9' "raw load of the example"
+assert_contains "$ANSWER" '"unchanged":10' "raw load of the example"
 assert_store_unchanged "after a raw load of the same file"
 variant foreign 's/"sites": \["site-a", "site-b"\],/"sites": ["site-b", "site-d"],/; s/"primary": "site-a"/"primary": "site-d"/'
 raw_load_refused "$F" "this site (site-a) is not among the sites of system shop"
@@ -383,7 +383,7 @@ manager_alive site-a || fail "the manager died"
 out=$(ctl site-a ping) || fail "ping: $out"
 assert_eq "site site-a answered" "$out" "ping"
 assert_store_unchanged "at the end"
-assert_eq 9 "$(count_objects site-a --system shop)" "objects of shop"
+assert_eq 10 "$(count_objects site-a --system shop)" "objects of shop"
 ! grep -q 'ERROR\|AddressSanitizer\|runtime error' "$LOG" || {
     grep 'ERROR\|AddressSanitizer\|runtime error' "$LOG" >&2
     fail "the manager logged errors"
@@ -393,7 +393,7 @@ step "and it still takes a valid change"
 f=$TMP/valid.json
 sed -e 's/"count": 2,/"count": 3,/' "$EXAMPLE" >"$f"
 out=$(ctl site-a system load "$f" 2>&1) || fail "valid load: $out"
-assert_contains "$out" "0 created, 1 updated, 0 deleted, 8 unchanged" "valid load after the garbage"
+assert_contains "$out" "0 created, 1 updated, 0 deleted, 9 unchanged" "valid load after the garbage"
 
 step "and a valid newer object on the topic that took the garbage wins"
 pub a $obj "$(envelope shop 1000)"

@@ -251,13 +251,13 @@ wait_until 10 "vm1's status offline after it stopped" vm1_is offline
 
 step "a system loaded at site-a reaches site-b's manager and site-c's broker"
 out=$(octl site-a system load "$CFM_SRC/examples/web3tier.json") || fail "load: $out"
-assert_contains "$out" "9 created" "load at site-a"
+assert_contains "$out" "10 created" "load at site-a"
 objects_at() { octl "$1" --json objects list --system shop | grep -c '"kind":' || true; }
 objects_are() { [ "$(objects_at "$1")" = "$2" ]; }
 retained_objects_are() { [ "$(retained_count "$1" "$1" 'cfm/v1/sys/shop/obj/#')" = "$2" ]; }
-wait_until 20 "9 objects at site-b's manager" objects_are site-b 9
-wait_until 20 "9 retained objects on site-c's broker" retained_objects_are site-c 9
-assert_eq 9 "$(objects_at site-a)" "objects at site-a"
+wait_until 20 "10 objects at site-b's manager" objects_are site-b 10
+wait_until 20 "10 retained objects on site-c's broker" retained_objects_are site-c 10
+assert_eq 10 "$(objects_at site-a)" "objects at site-a"
 assert_contains "$(octl site-b sites list)" "site-a" "site-b sees site-a"
 
 step "a message published at site-a arrives exactly once at every broker"

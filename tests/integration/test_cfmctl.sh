@@ -121,7 +121,7 @@ assert_contains "$ERR" "$TMP/missing.json: No such file or directory" "missing f
 
 step "load the example; objects list filters by kind and by system"
 run 0 "${B[@]}" -s site-a system load "$CFM_SRC/examples/web3tier.json"
-assert_contains "$OUT" "9 created" "load"
+assert_contains "$OUT" "10 created" "load"
 run 0 "${B[@]}" -s site-a objects list --kind VMClass
 assert_eq 3 "$(wc -l <<<"$OUT")" "objects list --kind VMClass: a header and two lines: $OUT"
 assert_contains "$(sed -n 1p <<<"$OUT")" "KIND" "header of objects list"
@@ -133,10 +133,10 @@ assert_eq 2 "$(grep -c '"kind": "VMClass"' <<<"$OUT")" "VMClass objects in --jso
 assert_eq 2 "$(grep -c '"kind":' <<<"$OUT")" "objects in --json --kind VMClass"
 run 0 "${B[@]}" -s site-a --json objects list --system shop
 json_ok "$OUT" "objects list --system shop --json"
-assert_eq 9 "$(grep -c '"kind":' <<<"$OUT")" "objects of shop"
+assert_eq 10 "$(grep -c '"kind":' <<<"$OUT")" "objects of shop"
 run 0 "${B[@]}" -s site-a --json objects list --system shop --kind BusinessSystemElement
-assert_eq 3 "$(grep -c '"kind": "BusinessSystemElement"' <<<"$OUT")" "elements of shop"
-assert_eq 3 "$(grep -c '"kind":' <<<"$OUT")" "objects of shop, elements only"
+assert_eq 4 "$(grep -c '"kind": "BusinessSystemElement"' <<<"$OUT")" "elements of shop"
+assert_eq 4 "$(grep -c '"kind":' <<<"$OUT")" "objects of shop, elements only"
 run 0 "${B[@]}" -s site-a --json objects list --system other
 json_ok "$OUT" "objects list --system other --json"
 assert_eq 0 "$(grep -c '"kind":' <<<"$OUT" || true)" "objects of a system nobody loaded"

@@ -49,7 +49,7 @@ sites_file "$TMP/shop3.json" '["site-a", "site-b", "site-c"]'
 step "load at A: every object reaches B and C"
 ctl site-a system load "$TMP/shop3.json" >/dev/null || fail "load at A"
 has_objects() { [ "$(count_objects "$1" --system shop)" = "$2" ]; }
-wait_until 20 "9 objects at B" has_objects site-b 9
+wait_until 20 "10 objects at B" has_objects site-b 10
 wait_until 20 "A, B and C agree" agree site-a site-b site-c
 
 step "concurrent updates of one object at A and B converge to one winner"
@@ -82,7 +82,7 @@ out=$(ctl site-a -t 30 system load "$TMP/many.json") || fail "load 500: $out"
 assert_contains "$out" "500 created" "500 changes at A"
 start_manager site-c c
 wait_until 60 "C converges after the 500 changes" agree site-a site-b site-c
-assert_eq 509 "$(count_objects site-c --system shop)" "objects at C"
+assert_eq 510 "$(count_objects site-c --system shop)" "objects at C"
 
 step "partition: A's broker loses its bridge; both sides write; healing converges"
 stop_broker a

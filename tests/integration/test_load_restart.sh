@@ -9,21 +9,21 @@ start_manager site-a a
 
 step "load the example system"
 out=$(ctl site-a system load "$CFM_SRC/examples/web3tier.json") || fail "load: $out"
-assert_contains "$out" "9 created, 0 updated, 0 deleted, 0 unchanged" "first load"
-assert_eq 9 "$(count_objects site-a --system shop)" "objects after load"
+assert_contains "$out" "10 created, 0 updated, 0 deleted, 0 unchanged" "first load"
+assert_eq 10 "$(count_objects site-a --system shop)" "objects after load"
 assert_contains "$(ctl site-a system list)" "shop" "system list"
 assert_contains "$(ctl site-a system show shop)" "lb-conf" "system show"
 
 step "the same file again changes nothing"
 out=$(ctl site-a system load "$CFM_SRC/examples/web3tier.json")
-assert_contains "$out" "0 created, 0 updated, 0 deleted, 9 unchanged" "second load"
+assert_contains "$out" "0 created, 0 updated, 0 deleted, 10 unchanged" "second load"
 
 step "a changed file updates only what changed, and deletes what it dropped"
 sed -e 's/"count": 2/"count": 3/' "$CFM_SRC/examples/web3tier.json" >"$TMP/changed.json"
 grep -q '"count": 3' "$TMP/changed.json" || fail "test setup: web count not found in the example"
 before=$(ctl site-a --json objects list --system shop --kind BusinessSystemElement)
 out=$(ctl site-a system load "$TMP/changed.json")
-assert_contains "$out" "0 created, 1 updated, 0 deleted, 8 unchanged" "changed load"
+assert_contains "$out" "0 created, 1 updated, 0 deleted, 9 unchanged" "changed load"
 after=$(ctl site-a --json objects list --system shop --kind BusinessSystemElement)
 [ "$before" != "$after" ] || fail "the web element did not change"
 
@@ -31,7 +31,7 @@ step "restart: every object is still there"
 stop_manager site-a || fail "manager did not stop cleanly (exit $?)"
 assert_contains "$(retained a cfm/v1/site/site-a/status)" '"offline"' "status after stop"
 start_manager site-a a
-assert_eq 9 "$(count_objects site-a --system shop)" "objects after restart"
+assert_eq 10 "$(count_objects site-a --system shop)" "objects after restart"
 wait_until 5 "status online after restart" \
     bash -c "mosquitto_sub -p ${BROKER_PORT[a]} -t cfm/v1/site/site-a/status -C 1 -W 1 | grep -q online"
 

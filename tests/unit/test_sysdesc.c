@@ -106,16 +106,17 @@ static void test_example_web3tier(void **state)
         fail_msg("examples/web3tier.json: %s", why.text);
     free(text);
     assert_string_equal(d->id, "shop");
-    assert_int_equal(d->count, 9);
+    assert_int_equal(d->count, 10);
     expect_obj(d, 0, CFM_KIND_BUSINESS_SYSTEM, "shop");
     expect_obj(d, 1, CFM_KIND_ELEMENT, "db");
-    expect_obj(d, 2, CFM_KIND_ELEMENT, "lb");
-    expect_obj(d, 3, CFM_KIND_ELEMENT, "web");
-    expect_obj(d, 4, CFM_KIND_CONFIG_TEMPLATE, "lb-conf");
-    expect_obj(d, 5, CFM_KIND_VM_CLASS, "medium");
-    expect_obj(d, 6, CFM_KIND_VM_CLASS, "small");
-    expect_obj(d, 7, CFM_KIND_VOLUME, "db-data");
-    expect_obj(d, 8, CFM_KIND_ADDRESS, "shop-public");
+    expect_obj(d, 2, CFM_KIND_ELEMENT, "db-replica");
+    expect_obj(d, 3, CFM_KIND_ELEMENT, "lb");
+    expect_obj(d, 4, CFM_KIND_ELEMENT, "web");
+    expect_obj(d, 5, CFM_KIND_CONFIG_TEMPLATE, "lb-conf");
+    expect_obj(d, 6, CFM_KIND_VM_CLASS, "medium");
+    expect_obj(d, 7, CFM_KIND_VM_CLASS, "small");
+    expect_obj(d, 8, CFM_KIND_VOLUME, "db-data");
+    expect_obj(d, 9, CFM_KIND_ADDRESS, "shop-public");
 
     /* The BusinessSystem is the top level without id and objects. */
     b = d->objs[0]->body;
@@ -128,25 +129,23 @@ static void test_example_web3tier(void **state)
                             json_object_get(json_object_get(b, "procedures"), "dr"), "run_at")),
                         "target");
     assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_object_get(b, "procedures"), "failback"),
-                            "run_at")),
-                        "primary");
-    assert_int_equal(json_object_size(json_object_get(b, "procedures")), 6);
-    assert_int_equal(json_integer_value(json_object_get(
-                         json_object_get(json_object_get(b, "policies"), "dr"),
-                         "after_offline_s")),
-                     30);
+                            json_object_get(json_object_get(b, "procedures"), "vm_failed"),
+                            "script")),
+                        "heal.lua");
+    assert_int_equal(json_object_size(json_object_get(b, "procedures")), 7);
+    assert_string_equal(json_string_value(json_object_get(d->objs[2]->body, "placement")),
+                        "standby");
 
     /* A few bodies, as written. */
     assert_int_equal(json_integer_value(json_object_get(
-                         json_object_get(json_object_get(d->objs[5]->body, "sites"), "site-b"),
+                         json_object_get(json_object_get(d->objs[6]->body, "sites"), "site-b"),
                          "memory_mb")),
                      1024);
-    assert_int_equal(json_integer_value(json_object_get(d->objs[3]->body, "count")), 2);
-    assert_string_equal(json_string_value(json_object_get(d->objs[2]->body, "address")),
+    assert_int_equal(json_integer_value(json_object_get(d->objs[4]->body, "count")), 2);
+    assert_string_equal(json_string_value(json_object_get(d->objs[3]->body, "address")),
                         "shop-public");
-    assert_true(json_is_true(json_object_get(d->objs[7]->body, "replicated")));
-    assert_non_null(strstr(json_string_value(json_object_get(d->objs[4]->body, "template")),
+    assert_true(json_is_true(json_object_get(d->objs[8]->body, "replicated")));
+    assert_non_null(strstr(json_string_value(json_object_get(d->objs[5]->body, "template")),
                            "{{#web}}server {{name}} {{address}}:8080\n{{/web}}"));
     for (len = 0; len < d->count; len++)
         assert_non_null(json_object_get(d->objs[len]->body, "description"));

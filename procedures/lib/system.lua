@@ -1,0 +1,166 @@
+-- lib/system.lua: what the standard procedures share. A system owner's own
+-- procedures can require("system") too.
+--
+-- An element instance is a BusinessSystemElementInstance object naming its
+-- element and VM; run_vm creates it when given {element = ...}. Services
+-- are started with the element's service.start command, rendered with the
+-- vars below, and checked with service.health through the VM's agent.
+local M = {}
+
+-- The system's elements, each after the elements it depends on.
+function M.elements_in_order()
+  local els = cfm.objects("BusinessSystemElement")
+  local byid, order, seen = {}, {}, {}
+  for _, e in ipairs(els) do byid[e.id] = e end
+  local function visit(e)
+    if seen[e.id] then return end
+    seen[e.id] = true
+    for _, d in ipairs(e.body.depends_on or {}) do visit(byid[d]) end
+    order[#order + 1] = e
+  end
+  for _, e in ipairs(els) do visit(e) end
+  return order
+end
+
+function M.element(id)
+  for _, e in ipairs(cfm.objects("BusinessSystemElement")) do
+    if e.id == id then return e end
+  end
+end
+
+function M.vm(id)
+  for _, v in ipairs(cfm.objects("VMInstance")) do
+    if v.id == id then return v end
+  end
+end
+
+-- The site an element belongs at: its placement names the system's
+-- primary (default) or standby.
+function M.home(el, sys)
+  sys = sys or cfm.system()
+  if el.body.placement == "standby" then return sys.body.standby end
+  return sys.body.primary
+end
+
+-- A VM as the API calls take it: {id, private_ip, public_ip, site}.
+local function flat(v)
+  return {id = v.id, private_ip = v.body.private_ip, public_ip = v.body.public_ip,
+          site = v.body.site}
+end
+
+-- Running instances of an element ({inst, vm} pairs), at one site or all.
+function M.instances(element_id, site)
+  local out = {}
+  for _, inst in ipairs(cfm.objects("BusinessSystemElementInstance", {element = element_id})) do
+    if inst.body.state == "running" and (not site or inst.body.site == site) then
+      local vm = M.vm(inst.body.vm)
+      if vm and vm.body.state == "running" then out[#out + 1] = {inst = inst, vm = flat(vm)} end
+    end
+  end
+  return out
+end
+
+-- Where an instance's service listens: the public address when it has one.
+local function host_of(vm)
+  return vm.public_ip or vm.private_ip
+end
+
+-- Template variables: this instance, and every element's live instances.
+function M.vars(vm, name)
+  local v = {bin = cfm.bin_dir, ip = vm.private_ip, public_ip = vm.public_ip,
+             name = name, site = cfm.site, system = event.system}
+  for _, e in ipairs(cfm.objects("BusinessSystemElement")) do
+    local list = {}
+    for _, x in ipairs(M.instances(e.id)) do
+      list[#list + 1] = {name = x.inst.id, address = x.vm.private_ip, site = x.inst.body.site}
+    end
+    local key = e.id:gsub("[^%w]", "_")
+    v[key] = list
+    local port = e.body.service and e.body.service.health and e.body.service.health.port
+    if list[1] and port then v[key .. "_address"] = list[1].address .. ":" .. port end
+  end
+  return v
+end
+
+-- Renders the element's config templates onto the VM.
+function M.configure(el, vm, name)
+  for _, tid in ipairs(el.body.config_templates or {}) do
+    for _, t in ipairs(cfm.objects("ConfigTemplate")) do
+      if t.id == tid then
+        put_file(vm, t.body.path, render(t.body.template, M.vars(vm, name)),
+                 {mode = t.body.mode})
+      end
+    end
+  end
+end
+
+-- Waits until the service answers its health check (through the agent).
+function M.healthy(el, vm, timeout)
+  local h = el.body.service and el.body.service.health
+  if not h then return true end
+  local url = string.format("http://%s:%d%s", host_of(vm), h.port, h.http or "/")
+  local deadline = os.time() + (timeout or h.timeout_s or 30)
+  repeat
+    local r = run_agent_command(vm, {"curl", "-sf", "--max-time", "1", "-o", "/dev/null", url})
+    if r.code == 0 then return true end
+    sleep(0.2)
+  until os.time() > deadline
+  error(string.format("%s on %s: %s did not answer within %ds", el.id, vm.id, url,
+                      timeout or h.timeout_s or 30))
+end
+
+-- Starts the service of an element on a VM (already configured).
+function M.start_service(el, vm, name)
+  local s = el.body.service
+  if not s or not s.start then return end
+  local r = run_agent_command(vm, render(s.start, M.vars(vm, name)))
+  if r.code ~= 0 then
+    error(string.format("%s on %s: start failed (%d): %s", el.id, vm.id, r.code, r.stderr))
+  end
+  M.healthy(el, vm)
+end
+
+-- One new instance of el at this site: VM, volumes, address, config, service.
+function M.start_instance(el)
+  local vm = run_vm(el.body.vm_class, {element = el.id})
+  for _, vol in ipairs(el.body.volumes or {}) do vm = attach_volume(vm, vol) end
+  if el.body.address then vm = associate_address(vm, el.body.address) end
+  local name = el.id .. "." .. vm.id
+  M.configure(el, vm, name)
+  M.start_service(el, vm, name)
+  log("info", "%s: instance %s up at %s (%s)", el.id, name, vm.private_ip, cfm.site)
+  return vm
+end
+
+-- Brings el to `count` running instances at this site, in parallel.
+function M.ensure(el, count)
+  local have = #M.instances(el.id, cfm.site)
+  local tasks = {}
+  for _ = have + 1, count do tasks[#tasks + 1] = async(M.start_instance, el) end
+  if #tasks > 0 then wait(tasks) end
+  return #tasks
+end
+
+-- Asks site to deploy el and waits for its answer.
+function M.deploy_at(el, site, timeout)
+  local req = publish_cloud_event(event.system, "deploy_element",
+                                  {element = el.id, target_site = site})
+  local ev, err = wait_cloud_event(event.system, "element_deployed",
+                                   {match = {request = req}, timeout = timeout or 300})
+  if not ev then error(string.format("%s at %s: %s", el.id, site, err)) end
+  if ev.payload.error then error(string.format("%s at %s: %s", el.id, site, ev.payload.error)) end
+end
+
+-- Re-renders the config of every running instance of the elements that
+-- have config templates (e.g. the lb's backend list) at this site.
+function M.reconfigure(site)
+  for _, el in ipairs(cfm.objects("BusinessSystemElement")) do
+    if el.body.config_templates and #el.body.config_templates > 0 then
+      for _, x in ipairs(M.instances(el.id, site or cfm.site)) do
+        M.configure(el, x.vm, x.inst.id)
+      end
+    end
+  end
+end
+
+return M
