@@ -238,7 +238,7 @@ static json_t *op_procedure_check(const struct cfm_ctl_ctx *ctx, json_t *args)
 /* A run's record as listed: the ProcedureRun object flattened. */
 static json_t *run_summary(const struct cfm_obj *obj, bool full)
 {
-    json_t *out = full ? json_deep_copy(obj->body) : json_object();
+    json_t *out = full ? json_deep_copy(obj->body) : json_object(), *v_event;
     static const char *const keys[] = {"procedure", "state", "site", "event_type",
                                        "started", "ended", "waiting_on", "error",
                                        "duration_ms"};
@@ -253,6 +253,9 @@ static json_t *run_summary(const struct cfm_obj *obj, bool full)
     json_object_set_new(out, "id", json_string(obj->id));
     json_object_set_new(out, "system", json_string(obj->system));
     json_object_set_new(out, "version", json_integer((json_int_t)obj->version));
+    v_event = json_object_get(json_object_get(obj->body, "event"), "id");
+    if (json_is_string(v_event))
+        json_object_set(out, "event_id", v_event);
     return out;
 }
 

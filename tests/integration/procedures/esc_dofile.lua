@@ -1,0 +1,2 @@
+-- Escape: run a file of the host.
+return dofile("/etc/passwd") -- escape

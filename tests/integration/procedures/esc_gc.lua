@@ -1,0 +1,3 @@
+-- Escape: drive the collector of the shared Lua state.
+collectgarbage("stop") -- escape
+return "stopped"

@@ -1,0 +1,3 @@
+-- Escape: ask load for binary mode.
+local fn = load("return 1", "=chunk", "b") -- escape
+return fn()

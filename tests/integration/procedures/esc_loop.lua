@@ -1,0 +1,2 @@
+-- Escape: never give the loop back.
+while true do end -- escape

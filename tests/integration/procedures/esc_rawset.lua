@@ -1,0 +1,3 @@
+-- Escape: rawset into a shared library table.
+rawset(string, "format", nil) -- escape
+return "changed"

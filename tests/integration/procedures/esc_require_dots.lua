@@ -1,0 +1,2 @@
+-- Escape: require a module outside procedures/lib.
+return require("..x") -- escape

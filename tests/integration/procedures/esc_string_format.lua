@@ -1,0 +1,3 @@
+-- Escape: change a library every run shares.
+string.format = nil -- escape
+return "changed"

@@ -1,0 +1,3 @@
+-- Escape: replace the methods of every string (("x"):upper() in other runs).
+getmetatable("").__index = {} -- escape
+return "changed"
