@@ -515,10 +515,11 @@ static void test_terminate(void **state)
         assert_string_equal(json_string_value(json_object_get(j, "state")), "terminated");
         json_decref(j);
     }
-    /* The disk is kept; the address is free again. */
+    /* The disk is kept; the address is free again, but not handed out at
+     * once: the next VM gets the next address in turn. */
     assert_int_equal(access(a.disk, F_OK), 0);
     run_ok(fx, "k-3", &c);
-    assert_string_equal(c.private_ip, "127.77.9.2");
+    assert_string_equal(c.private_ip, "127.77.9.4");
     assert_string_not_equal(c.id, a.id);
     assert_int_equal(fx->events, 0); /* a terminate is not a failure */
 }
@@ -683,38 +684,74 @@ static void test_restart_readopt(void **state)
     assert_int_equal(fx->events, 2);
 }
 
+/* A directory itself, not a link to one. */
+static bool is_dir(const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool absent(const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) != 0 && errno == ENOENT;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void assert_text(const char *path, const char *want)
+{
+    char buf[256] = "";
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        fail_msg("cannot read '%s': %s", path, strerror(errno));
+    assert_non_null(fgets(buf, sizeof buf, f));
+    fclose(f);
+    assert_string_equal(buf, want);
+}
+
+static enum cfm_err attach(struct fx *fx, const char *id, const char *volume)
+{
+    return answer(fx, ops->attach_volume(fx->d, id, volume, "v-1", on_vm, fx));
+}
+
+static enum cfm_err detach(struct fx *fx, const char *id, const char *volume)
+{
+    return answer(fx, ops->detach_volume(fx->d, id, volume, "v-2", on_vm, fx));
+}
+
 static void test_volumes(void **state)
 {
     struct fx *fx = *state;
     struct cfm_vm_info a, b;
-    char link[PATH_MAX], target[PATH_MAX], got[PATH_MAX], file[PATH_MAX];
-    struct stat st;
-    ssize_t n;
-    FILE *f;
+    char in_a[PATH_MAX], in_b[PATH_MAX], home[PATH_MAX], file[PATH_MAX];
 
     open_ok(fx, NULL);
     run_ok(fx, "k-1", &a);
     run_ok(fx, "k-2", &b);
-    assert_int_equal(answer(fx, ops->attach_volume(fx->d, a.id, "data", "v-1", on_vm, fx)),
-                     CFM_OK);
+    PATHF(in_a, "%s/volumes/data", a.disk);
+    PATHF(in_b, "%s/volumes/data", b.disk);
+    PATHF(home, "%s/volumes/shop/data", fx->dir);
+    assert_int_equal(attach(fx, a.id, "data"), CFM_OK);
     assert_int_equal(fx->vm.nvolumes, 1);
     assert_string_equal(fx->vm.volumes[0], "data");
-    PATHF(link, "%s/volumes/data", a.disk);
-    assert_int_equal(lstat(link, &st), 0);
-    assert_true(S_ISLNK(st.st_mode));
-    n = readlink(link, got, sizeof got - 1);
-    assert_true(n > 0);
-    got[n] = '\0';
-    assert_non_null(realpath(fx->dir, target));
-    strncat(target, "/volumes/shop.data", sizeof target - strlen(target) - 1);
-    assert_string_equal(got, target);
-    PATHF(file, "%s/hello", link);
-    assert_non_null(f = fopen(file, "w"));
-    fputs("hi\n", f);
-    fclose(f);
+    /* Attached, the volume is a directory of the VM's disk, not a link out. */
+    assert_true(is_dir(in_a));
+    assert_true(absent(home));
+    PATHF(file, "%s/hello", in_a);
+    write_text(file, "hi\n");
     /* Idempotent. */
-    assert_int_equal(answer(fx, ops->attach_volume(fx->d, a.id, "data", "v-1", on_vm, fx)),
-                     CFM_OK);
+    assert_int_equal(attach(fx, a.id, "data"), CFM_OK);
     assert_int_equal(fx->vm.nvolumes, 1);
     {
         json_t *j = read_vm_json(fx, a.id);
@@ -722,31 +759,141 @@ static void test_volumes(void **state)
         json_decref(j);
     }
     /* One VM at a time. */
-    assert_int_equal(answer(fx, ops->attach_volume(fx->d, b.id, "data", "v-2", on_vm, fx)),
-                     CFM_EINVAL);
+    assert_int_equal(attach(fx, b.id, "data"), CFM_EINVAL);
     assert_non_null(strstr(fx->why, a.id));
-    /* Detach removes the link, keeps the data; twice is fine. */
-    assert_int_equal(answer(fx, ops->detach_volume(fx->d, a.id, "data", "v-3", on_vm, fx)),
-                     CFM_OK);
+    /* Detach moves it out of the disk to its home, data and all; twice is fine. */
+    assert_int_equal(detach(fx, a.id, "data"), CFM_OK);
     assert_int_equal(fx->vm.nvolumes, 0);
-    assert_int_equal(lstat(link, &st), -1);
-    PATHF(file, "%s/hello", target);
-    assert_int_equal(access(file, R_OK), 0);
-    assert_int_equal(answer(fx, ops->detach_volume(fx->d, a.id, "data", "v-3", on_vm, fx)),
-                     CFM_OK);
-    /* Now b may have it; terminating b detaches it. */
-    assert_int_equal(answer(fx, ops->attach_volume(fx->d, b.id, "data", "v-4", on_vm, fx)),
-                     CFM_OK);
-    PATHF(link, "%s/volumes/data/hello", b.disk);
-    assert_int_equal(access(link, R_OK), 0);
+    assert_true(absent(in_a));
+    assert_true(is_dir(home));
+    PATHF(file, "%s/hello", home);
+    assert_text(file, "hi\n");
+    assert_int_equal(detach(fx, a.id, "data"), CFM_OK);
+    /* Now b may have it, with what a wrote; terminating b moves it home. */
+    assert_int_equal(attach(fx, b.id, "data"), CFM_OK);
+    assert_true(absent(home));
+    PATHF(file, "%s/hello", in_b);
+    assert_text(file, "hi\n");
     assert_int_equal(terminate(fx, b.id), CFM_OK);
     assert_int_equal(fx->vm.nvolumes, 0);
-    PATHF(link, "%s/volumes/data", b.disk);
-    assert_int_equal(lstat(link, &st), -1);
-    assert_int_equal(answer(fx, ops->attach_volume(fx->d, b.id, "data", "v-5", on_vm, fx)),
-                     CFM_EINVAL);
-    assert_int_equal(answer(fx, ops->attach_volume(fx->d, a.id, "a/b", "v-6", on_vm, fx)),
-                     CFM_EINVAL);
+    assert_true(absent(in_b));
+    PATHF(file, "%s/hello", home);
+    assert_text(file, "hi\n");
+    assert_int_equal(attach(fx, b.id, "data"), CFM_EINVAL);
+    assert_int_equal(attach(fx, a.id, "a/b"), CFM_EINVAL);
+    assert_int_equal(attach(fx, a.id, ".."), CFM_EINVAL);
+    /* Something of the VM's own in the way is not overwritten. */
+    PATHF(file, "%s/volumes/data/mine", a.disk);
+    assert_int_equal(mkdir(in_a, 0755), 0);
+    write_text(file, "mine\n");
+    assert_int_equal(attach(fx, a.id, "data"), CFM_EIO);
+    assert_non_null(strstr(fx->why, "in the way"));
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 0);
+    assert_text(file, "mine\n");
+    PATHF(file, "%s/hello", home);
+    assert_text(file, "hi\n");
+}
+
+/* Adds volume to the volumes of the VM's vm.json (the driver is closed). */
+static void record_volume(const struct fx *fx, const char *id, const char *volume)
+{
+    char path[PATH_MAX];
+    json_t *j = read_vm_json(fx, id);
+
+    assert_non_null(j);
+    assert_int_equal(json_array_append_new(json_object_get(j, "volumes"), json_string(volume)),
+                     0);
+    PATHF(path, "%s/vms/%s/vm.json", fx->dir, id);
+    assert_int_equal(json_dump_file(j, path, JSON_INDENT(2)), 0);
+    json_decref(j);
+}
+
+/* Heal and DR: the data of a FAILED VM's volume follows the volume to the
+ * next VM. IDs with dots do not collide. A restart puts a volume back where
+ * its record says, after a move that was cut short. */
+static void test_volume_heal(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_spec spec = {.key = "k-3", .system = "shop.db", .vm_class = "web",
+                               .image = "local", .cpu = 1, .memory_mb = 512};
+    struct cfm_vm_info a, b, c;
+    char in_a[PATH_MAX], in_b[PATH_MAX], home[PATH_MAX], file[PATH_MAX];
+    json_t *j;
+
+    open_ok(fx, NULL);
+    run_ok(fx, "k-1", &a);
+    run_ok(fx, "k-2", &b);
+    assert_int_equal(answer(fx, ops->run(fx->d, &spec, on_vm, fx)), CFM_OK);
+    c = fx->vm;
+    /* (shop, db.data) and (shop.db, data) are two volumes. */
+    assert_int_equal(attach(fx, a.id, "db.data"), CFM_OK);
+    assert_int_equal(attach(fx, c.id, "data"), CFM_OK);
+    PATHF(in_a, "%s/volumes/db.data", a.disk);
+    PATHF(in_b, "%s/volumes/db.data", b.disk);
+    PATHF(file, "%s/row", in_a);
+    write_text(file, "of shop\n");
+    PATHF(file, "%s/volumes/data/row", c.disk);
+    write_text(file, "of shop.db\n");
+
+    /* a dies: attaching its volume to b moves the data from a's disk. */
+    assert_int_equal(kill(vm_pid(fx, a.id), SIGKILL), 0);
+    assert_true(run_until(fx, &fx->events, 1, FAIL_MS));
+    assert_int_equal(fx->event.state, CFM_VM_FAILED);
+    assert_int_equal(fx->event.nvolumes, 1); /* a failed VM still holds its volumes */
+    assert_int_equal(attach(fx, b.id, "db.data"), CFM_OK);
+    assert_true(absent(in_a));
+    PATHF(file, "%s/row", in_b);
+    assert_text(file, "of shop\n");
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 0);
+    j = read_vm_json(fx, a.id);
+    assert_int_equal(json_array_size(json_object_get(j, "volumes")), 0);
+    json_decref(j);
+    assert_int_equal(detach(fx, c.id, "data"), CFM_OK);
+    PATHF(file, "%s/volumes/shop.db/data/row", fx->dir);
+    assert_text(file, "of shop.db\n");
+
+    /* Stopped after moving b's volume out but before recording it: the
+     * record wins, and the volume goes back into b's disk. */
+    close_driver(fx);
+    PATHF(home, "%s/volumes/shop", fx->dir);
+    assert_true(mkdir(home, 0700) == 0 || errno == EEXIST);
+    PATHF(home, "%s/volumes/shop/db.data", fx->dir);
+    assert_int_equal(rename(in_b, home), 0);
+    open_ok(fx, NULL);
+    assert_true(absent(home));
+    PATHF(file, "%s/row", in_b);
+    assert_text(file, "of shop\n");
+
+    /* Stopped after recording the volume on b but before dropping it from
+     * failed a: it stays with b, whose disk holds it. */
+    close_driver(fx);
+    record_volume(fx, a.id, "db.data");
+    open_ok(fx, NULL);
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 0);
+    assert_int_equal(describe(fx, b.id), CFM_OK);
+    assert_int_equal(fx->vm.nvolumes, 1);
+    assert_text(file, "of shop\n");
+    j = read_vm_json(fx, a.id);
+    assert_int_equal(json_array_size(json_object_get(j, "volumes")), 0);
+    json_decref(j);
+
+    /* b dies and its volume's data is lost: not silently replaced by an
+     * empty volume; detached from b, the id makes a new one. */
+    assert_int_equal(kill(vm_pid(fx, b.id), SIGKILL), 0);
+    assert_true(run_until(fx, &fx->events, 2, FAIL_MS));
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(rmdir(in_b), 0);
+    run_ok(fx, "k-4", &c);
+    assert_int_equal(attach(fx, c.id, "db.data"), CFM_EIO);
+    assert_non_null(strstr(fx->why, "neither in the disk of"));
+    assert_int_equal(detach(fx, b.id, "db.data"), CFM_OK);
+    assert_int_equal(attach(fx, c.id, "db.data"), CFM_OK);
+    PATHF(file, "%s/volumes/db.data", c.disk);
+    assert_true(is_dir(file));
+    assert_int_equal(fx->events, 2);
 }
 
 static void test_addresses(void **state)
@@ -900,8 +1047,9 @@ int main(void)
         T(test_registry),          T(test_run_three),     T(test_same_key),
         T(test_capacity),          T(test_terminate),     T(test_terminate_stubborn),
         T(test_spawn_failure),     T(test_kill9_child),   T(test_agent_exits),
-        T(test_restart_readopt),   T(test_volumes),       T(test_addresses),
-        T(test_unknown_vm),        T(test_bad_config),    T(test_bad_env),
+        T(test_restart_readopt),   T(test_volumes),       T(test_volume_heal),
+        T(test_addresses),         T(test_unknown_vm),    T(test_bad_config),
+        T(test_bad_env),
     };
 
     /* An agent's death must not stop the test with SIGPIPE. */

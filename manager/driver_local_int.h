@@ -1,0 +1,226 @@
+/*
+ * driver_local_int.h - what the files of the local driver share; not for
+ * other modules (they see cfm_driver_local_ops in driver.h only).
+ *
+ *   driver_local.c     the ops, the answer queue, open and close
+ *   local_config.c     the site config's "driver" object and the env
+ *   local_records.c    vm.json: atomic writes, bounded reads, re-reading
+ *   local_vms.c        run: lookups, ids, keys, capacity, private IPs
+ *   local_procs.c      agent processes: spawn, exit, poll, terminate
+ *   local_volumes.c    volumes: directories moved in and out of disks
+ *   local_addresses.c  public addresses: the pool and addresses.json
+ *
+ * Everything runs on the driver's loop thread; nothing here locks.
+ */
+#ifndef CFM_DRIVER_LOCAL_INT_H
+#define CFM_DRIVER_LOCAL_INT_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "driver.h"
+#include "err.h"
+
+#define LOCAL_MAX_VMS 10000        /* VM records kept, terminated ones included */
+#define LOCAL_MAX_POOL 1024        /* public addresses in the pool */
+#define LOCAL_MAX_ADDRS 4096       /* (system, address) bindings kept */
+#define LOCAL_MAX_AGENT_ARGS 32    /* extra agent arguments */
+#define LOCAL_MAX_ARG 1024         /* bytes of one extra agent argument */
+#define LOCAL_MAX_CPU 4096         /* capacity and VM sizes */
+#define LOCAL_MAX_MEMORY_MB (1 << 24)
+#define LOCAL_MAX_ENV 4096         /* environment variables passed on */
+#define LOCAL_MAX_RECORD (64u << 10) /* bytes of a vm.json or addresses.json */
+#define LOCAL_MAX_CMDLINE 8192     /* bytes of /proc/<pid>/cmdline read */
+#define LOCAL_MAX_WAITERS 64       /* terminate calls waiting on one VM */
+#define LOCAL_MAX_VOLUMES ((int)(sizeof(((struct cfm_vm_info *)0)->volumes) / \
+                                 sizeof(((struct cfm_vm_info *)0)->volumes[0])))
+
+enum cfm_local_reply_kind { LOCAL_REPLY_VM, LOCAL_REPLY_LIST, LOCAL_REPLY_EVENT };
+
+/* One answer or event, delivered from the loop (driver_local.c). */
+struct cfm_local_reply {
+    struct cfm_local_reply *next;
+    enum cfm_local_reply_kind kind;
+    cfm_driver_vm_cb vm_cb;
+    cfm_driver_list_cb list_cb;
+    void *arg;
+    enum cfm_err err;
+    struct cfm_local_vm *vm;      /* LOCAL_REPLY_VM (on success), LOCAL_REPLY_EVENT */
+    struct cfm_vm_info *list;     /* LOCAL_REPLY_LIST: owned snapshot */
+    size_t nlist;
+    struct cfm_why why;
+};
+
+/* One VM. Never freed while the driver is open (its id and key stay
+ * answerable); freed when the driver closes and its handles are closed. */
+struct cfm_local_vm {
+    struct cfm_vm_info info;
+    struct cfm_driver *d;
+    char created[CFM_TIME_LEN];
+    int pid;                /* the agent's pid (and process group); 0 if none */
+    bool child;             /* proc is live: we spawned it, libuv reports its exit */
+    bool terminating;       /* SIGTERM sent, waiting for the process to go */
+    bool killed;            /* SIGKILL sent */
+    bool timer_open;        /* term_timer initialised */
+    bool discarded;         /* not in d->vms (spawn failed): free once handles close */
+    int handles;            /* embedded handles not yet closed */
+    uint64_t term_start;    /* uv_now() when terminate began */
+    struct cfm_local_reply *waiters; /* terminate calls answered when the process is gone */
+    size_t nwaiters;
+    uv_process_t proc;
+    uv_timer_t term_timer;
+};
+
+/* A public address, bound to (system, address id) for good. */
+struct cfm_local_addr {
+    char system[CFM_MAX_ID + 1];
+    char address[CFM_MAX_ID + 1];
+    char ip[CFM_MAX_IP];
+};
+
+struct cfm_driver {
+    uv_loop_t *loop;
+    char site[CFM_MAX_ID + 1];
+    char state_dir[PATH_MAX];      /* realpath'd */
+    char broker[300];              /* HOST:PORT or [V6]:PORT */
+    char agent_path[PATH_MAX];
+    cfm_driver_event_cb on_event;
+    void *arg;
+    int cap_cpu, cap_memory_mb;
+    char net[16];                  /* the private /24: "127.77.5" */
+    char (*pool)[CFM_MAX_IP];
+    size_t npool;
+    char **agent_args;
+    size_t nargs;
+    struct cfm_local_vm **vms;
+    size_t nvms, capvms;
+    struct cfm_local_addr *addrs;
+    size_t naddrs, capaddrs;
+    struct cfm_local_reply *head, *tail; /* the answer queue */
+    uv_timer_t reply_timer, poll_timer;
+    int handles;                   /* of the two timers, not yet closed */
+    size_t live_vms;               /* struct cfm_local_vm not yet freed */
+    bool timers_open;
+    bool closing;
+};
+
+/* The answer of an effectful op: the VM in *out (borrowed from d) or an
+ * error with why. */
+typedef enum cfm_err (*cfm_local_vm_op)(struct cfm_driver *d, const char *vm_id,
+                                        const char *what, const char *key,
+                                        struct cfm_local_vm **out, struct cfm_why *why);
+
+/* ---- driver_local.c: the queue and the lifetime of VMs ---- */
+
+/* A new, zeroed reply, or NULL when out of memory. */
+struct cfm_local_reply *cfm_local__reply_new(enum cfm_local_reply_kind kind, void *arg);
+/* Queues r (ownership passes to the queue); delivered from the loop. */
+void cfm_local__reply_push(struct cfm_driver *d, struct cfm_local_reply *r);
+/* Frees vm and what it owns (its waiting replies); its handles must be closed. */
+void cfm_local__free_vm(struct cfm_local_vm *vm);
+/* Close callback of a VM's embedded handles: frees the VM after the last. */
+void cfm_local__on_vm_handle_closed(uv_handle_t *h);
+
+/* ---- local_config.c ---- */
+
+/* Checks env and copies what d needs (state_dir realpath'd, vms/ and
+ * volumes/ created). CFM_ECONFIG with why naming the field. */
+enum cfm_err cfm_local__parse_env(struct cfm_driver *d, const struct cfm_driver_env *env,
+                                  struct cfm_why *why);
+/* Applies the site config's "driver" object (borrowed, may be NULL) over
+ * the defaults; d->pool and d->agent_args are allocated into d. */
+enum cfm_err cfm_local__parse_config(struct cfm_driver *d, const json_t *config,
+                                     struct cfm_why *why);
+
+/* ---- local_records.c ---- */
+
+/* Formats a path into out (PATH_MAX bytes); false when it does not fit. */
+bool cfm_local__pathf(char out[PATH_MAX], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Copies src (borrowed) into dst of cap bytes; false when NULL or too long. */
+bool cfm_local__copy_bounded(char *dst, size_t cap, const char *src);
+/* Grows *arr (of elem-sized items) to hold need items; false on overflow or
+ * out of memory (then *arr is unchanged). */
+bool cfm_local__grow(void **arr, size_t *cap, size_t need, size_t elem);
+/* mkdir that accepts an existing entry (the caller checks what it is). */
+bool cfm_local__mkdir_ok(const char *path, mode_t mode);
+/* Writes text to dir/name through a temporary file, fsync and rename. */
+enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const char *text,
+                                     struct cfm_why *why);
+/* Loads a JSON object of at most LOCAL_MAX_RECORD bytes: a new reference,
+ * or NULL with why. */
+json_t *cfm_local__read_record(const char *path, struct cfm_why *why);
+/* Writes vm's vm.json atomically. */
+enum cfm_err cfm_local__vm_save(struct cfm_driver *d, struct cfm_local_vm *vm,
+                                struct cfm_why *why);
+/* Saves, and logs (rather than fails) when the disk refuses: the VM's state
+ * in memory is the truth until the next save succeeds. */
+void cfm_local__vm_save_or_log(struct cfm_driver *d, struct cfm_local_vm *vm);
+/* Reads the vm.json of every <state_dir>/vms/vm-<id>/ into d->vms
+ * (unreadable ones are logged and skipped). */
+enum cfm_err cfm_local__load_vms(struct cfm_driver *d, struct cfm_why *why);
+
+/* ---- local_vms.c ---- */
+
+/* The VM vm_id (borrowed from d), or CFM_ENOTFOUND with why. */
+enum cfm_err cfm_local__find_vm(struct cfm_driver *d, const char *vm_id,
+                                struct cfm_local_vm **out, struct cfm_why *why);
+/* A key is optional for the naturally idempotent calls; if given, an ID. */
+enum cfm_err cfm_local__check_key(const char *key, struct cfm_why *why);
+/* The checks an effectful call on a VM starts with, in this order: the key
+ * (optional), the VM (borrowed into *out), and the id it names (what:
+ * "volume id", "address id"). */
+enum cfm_err cfm_local__op_target(struct cfm_driver *d, const char *vm_id, const char *key,
+                                  const char *id, const char *what, struct cfm_local_vm **out,
+                                  struct cfm_why *why);
+/* Not terminated: the VM still holds its IP, volumes and address. */
+bool cfm_local__holds_resources(const struct cfm_local_vm *vm);
+/* run: the VM spec->key made, or a new running one (spec borrowed). */
+enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec,
+                            struct cfm_local_vm **out, struct cfm_why *why);
+
+/* ---- local_procs.c ---- */
+
+/* Starts vm's agent (uv_spawn, detached, unref'd) and records its pid. */
+enum cfm_err cfm_local__spawn_agent(struct cfm_driver *d, struct cfm_local_vm *vm,
+                                    struct cfm_why *why);
+/* terminate: answers r now (*wait false) or, once the process is gone,
+ * from the VM's waiters (*wait true; r is then owned by the VM). */
+enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const char *key,
+                                  struct cfm_local_reply *r, bool *wait);
+/* A VM read back at open: running again, FAILED, or terminated again. */
+void cfm_local__readopt(struct cfm_local_vm *vm);
+/* The poll timer: finds re-adopted agents that died. */
+void cfm_local__on_poll(uv_timer_t *t);
+
+/* ---- local_volumes.c ---- */
+
+enum cfm_err cfm_local__attach(struct cfm_driver *d, const char *vm_id, const char *volume,
+                               const char *key, struct cfm_local_vm **out,
+                               struct cfm_why *why);
+enum cfm_err cfm_local__detach(struct cfm_driver *d, const char *vm_id, const char *volume,
+                               const char *key, struct cfm_local_vm **out,
+                               struct cfm_why *why);
+/* A terminating VM lets go of its volumes: each goes back to its home. */
+void cfm_local__release_volumes(struct cfm_local_vm *vm);
+/* At open, after re-adoption: every volume recorded on a VM is put in that
+ * VM's disk; a volume recorded on two VMs stays with the one holding it. */
+void cfm_local__settle_volumes(struct cfm_driver *d);
+
+/* ---- local_addresses.c ---- */
+
+/* Reads <state_dir>/addresses.json (absent: no bindings yet). */
+enum cfm_err cfm_local__addrs_load(struct cfm_driver *d, struct cfm_why *why);
+enum cfm_err cfm_local__associate(struct cfm_driver *d, const char *vm_id, const char *address,
+                                  const char *key, struct cfm_local_vm **out,
+                                  struct cfm_why *why);
+enum cfm_err cfm_local__disassociate(struct cfm_driver *d, const char *vm_id,
+                                     const char *address, const char *key,
+                                     struct cfm_local_vm **out, struct cfm_why *why);
+
+#endif

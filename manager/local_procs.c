@@ -1,0 +1,350 @@
+/*
+ * local_procs.c - the agent processes behind the local driver's VMs:
+ * spawning them, noticing their deaths, and terminating them.
+ *
+ * An agent is spawned with uv_spawn, UV_PROCESS_DETACHED (a session and
+ * process group of its own) and its handle unref'd, so it neither keeps the
+ * loop alive nor dies with the manager. Our children's deaths come from
+ * libuv's exit callback at once; re-adopted agents (not our children) are
+ * checked by a 1-second poll: kill(pid, 0) and /proc/<pid>/cmdline naming
+ * "--vm <vm-id>". A death not asked for makes the VM FAILED, reported
+ * through on_event. Terminate is SIGTERM to the process group, a 100 ms
+ * check, SIGKILL after 3 s, and an answer once the process is gone (or
+ * given up on, logged, 7 s later).
+ *
+ * The one thing to know: a pid is signalled only while it is still the
+ * VM's agent (our child, or a process whose command line names the VM),
+ * never a pid reused by someone else, never 0 or 1.
+ */
+#include "driver_local_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+extern char **environ;
+
+#define TERM_TICK_MS 100           /* a terminating VM: check it is gone */
+#define TERM_KILL_MS 3000          /* SIGKILL after this long */
+#define TERM_GIVE_UP_MS 10000      /* then give up waiting (logged) */
+#define STATUS_INTERVAL "2"        /* agents' --status-interval */
+
+
+/* True when pid is alive and is a cfm-agent for this VM: its command line
+ * has "--vm" followed by the VM's id. A reused pid, or a zombie (whose
+ * command line is empty), is not. */
+static bool agent_alive(const struct cfm_local_vm *vm)
+{
+    char path[64], buf[LOCAL_MAX_CMDLINE];
+    const char *prev = "";
+    size_t len = 0;
+    ssize_t n;
+    int fd;
+
+    if (vm->pid <= 1 || (kill(vm->pid, 0) != 0 && errno != EPERM))
+        return false;
+    snprintf(path, sizeof path, "/proc/%d/cmdline", vm->pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return false;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
+        if (strcmp(prev, "--vm") == 0 && strcmp(buf + i, vm->info.id) == 0)
+            return true;
+        prev = buf + i;
+    }
+    return false;
+}
+
+/* Signals the VM's process group; for a process we did not spawn, only
+ * after checking the pid is still its agent (never a stranger's group). */
+static void signal_group(struct cfm_local_vm *vm, int sig)
+{
+    if (vm->pid <= 1 || (!vm->child && !agent_alive(vm)))
+        return;
+    if (kill(-vm->pid, sig) != 0 && kill(vm->pid, sig) != 0 && errno != ESRCH)
+        cfm_warn("driver", "%s: cannot signal pid %d: %s", vm->info.id, vm->pid,
+                 strerror(errno));
+}
+
+static void mark_failed(struct cfm_local_vm *vm, const char *reason)
+{
+    struct cfm_driver *d = vm->d;
+    struct cfm_local_reply *r = cfm_local__reply_new(LOCAL_REPLY_EVENT, NULL);
+
+    vm->info.state = CFM_VM_FAILED;
+    cfm_local__vm_save_or_log(d, vm);
+    cfm_warn("driver", "%s (system %s) failed: %s", vm->info.id, vm->info.system, reason);
+    if (!r) {
+        cfm_error("driver", "%s: out of memory, its failure is not reported as an event",
+                  vm->info.id);
+        return;
+    }
+    r->vm = vm;
+    cfm_local__reply_push(d, r);
+}
+
+/* The process is gone (or given up on): free what the VM held, record it
+ * TERMINATED and answer every terminate call waiting for it. */
+static void finish_terminate(struct cfm_local_vm *vm)
+{
+    struct cfm_driver *d = vm->d;
+
+    cfm_local__release_volumes(vm);
+    vm->info.nvolumes = 0;
+    vm->info.private_ip[0] = vm->info.public_ip[0] = vm->info.address_id[0] = '\0';
+    vm->info.state = CFM_VM_TERMINATED;
+    vm->terminating = vm->killed = false;
+    vm->pid = 0;
+    if (vm->timer_open)
+        uv_timer_stop(&vm->term_timer);
+    cfm_local__vm_save_or_log(d, vm);
+    cfm_info("driver", "%s (system %s) terminated", vm->info.id, vm->info.system);
+    while (vm->waiters) {
+        struct cfm_local_reply *r = vm->waiters;
+        vm->waiters = r->next;
+        r->vm = vm;
+        cfm_local__reply_push(d, r);
+    }
+    vm->nwaiters = 0;
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    struct cfm_local_vm *vm = p->data;
+    char reason[96];
+
+    vm->child = false;
+    uv_close((uv_handle_t *)p, cfm_local__on_vm_handle_closed);
+    if (vm->info.state == CFM_VM_TERMINATED || vm->info.state == CFM_VM_FAILED)
+        return;
+    if (vm->terminating) {
+        finish_terminate(vm);
+        return;
+    }
+    if (sig)
+        snprintf(reason, sizeof reason, "its agent (pid %d) was killed by signal %d", vm->pid,
+                 sig);
+    else
+        snprintf(reason, sizeof reason, "its agent (pid %d) exited with status %lld", vm->pid,
+                 (long long)status);
+    mark_failed(vm, reason);
+}
+
+static void on_term_tick(uv_timer_t *t)
+{
+    struct cfm_local_vm *vm = t->data;
+    uint64_t elapsed = uv_now(t->loop) - vm->term_start;
+
+    if (!vm->child && !agent_alive(vm)) {
+        finish_terminate(vm);
+    } else if (elapsed >= TERM_GIVE_UP_MS) {
+        cfm_error("driver", "%s: pid %d still there %d ms after SIGKILL; recorded terminated",
+                  vm->info.id, vm->pid, TERM_GIVE_UP_MS - TERM_KILL_MS);
+        finish_terminate(vm);
+    } else if (elapsed >= TERM_KILL_MS && !vm->killed) {
+        cfm_warn("driver", "%s: pid %d ignored SIGTERM for %d ms: SIGKILL", vm->info.id,
+                 vm->pid, TERM_KILL_MS);
+        signal_group(vm, SIGKILL);
+        vm->killed = true;
+    }
+}
+
+/* SIGTERM to the VM's process group, then watch it go (on_term_tick). */
+static void start_terminate(struct cfm_local_vm *vm)
+{
+    struct cfm_driver *d = vm->d;
+
+    if (!vm->timer_open) {
+        uv_timer_init(d->loop, &vm->term_timer);
+        vm->term_timer.data = vm;
+        vm->timer_open = true;
+        vm->handles++;
+    }
+    vm->terminating = true;
+    vm->killed = false;
+    vm->term_start = uv_now(d->loop);
+    cfm_local__vm_save_or_log(d, vm);
+    signal_group(vm, SIGTERM);
+    uv_timer_start(&vm->term_timer, on_term_tick, TERM_TICK_MS, TERM_TICK_MS);
+}
+
+void cfm_local__on_poll(uv_timer_t *t)
+{
+    struct cfm_driver *d = t->data;
+
+    for (size_t i = 0; i < d->nvms; i++) {
+        struct cfm_local_vm *vm = d->vms[i];
+        char reason[96];
+        if (vm->info.state != CFM_VM_RUNNING || vm->child || vm->terminating ||
+            agent_alive(vm))
+            continue;
+        snprintf(reason, sizeof reason, "its agent (pid %d) is gone", vm->pid);
+        mark_failed(vm, reason);
+    }
+}
+
+/* The environment of an agent: ours, with CFM_VM_IP set to ip (one entry,
+ * written into ipvar). Returns a new array (free() it; the strings are
+ * borrowed), or NULL. */
+static char **agent_env(char *ipvar)
+{
+    size_t n = 0, k = 0;
+    char **env;
+
+    while (environ[n] && n < LOCAL_MAX_ENV)
+        n++;
+    if (environ[n])
+        cfm_warn("driver", "more than %d environment variables: the rest are not passed to agents",
+                 LOCAL_MAX_ENV);
+    if (!(env = calloc(n + 2, sizeof *env)))
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "CFM_VM_IP=", 10) != 0)
+            env[k++] = environ[i];
+    env[k++] = ipvar;
+    env[k] = NULL;
+    return env;
+}
+
+enum cfm_err cfm_local__spawn_agent(struct cfm_driver *d, struct cfm_local_vm *vm,
+                                    struct cfm_why *why)
+{
+    char dir[PATH_MAX], logpath[PATH_MAX], ipvar[CFM_MAX_IP + 16];
+    char *args[10 + LOCAL_MAX_AGENT_ARGS + 1];
+    uv_process_options_t o;
+    uv_stdio_container_t stdio[3];
+    enum cfm_err err = CFM_EIO;
+    char **env = NULL;
+    size_t a = 0;
+    int fd = -1, rc;
+
+    if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, vm->info.id) ||
+        !cfm_local__pathf(logpath, "%s/agent.log", dir))
+        return cfm_why_set(why, CFM_EIO, "state_dir: too long");
+    snprintf(ipvar, sizeof ipvar, "CFM_VM_IP=%s", vm->info.private_ip);
+    if (!(env = agent_env(ipvar))) {
+        err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
+        goto out;
+    }
+    fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        cfm_why_set(why, CFM_EIO, "cannot open '%s': %s", logpath, strerror(errno));
+        goto out;
+    }
+    args[a++] = d->agent_path;
+    args[a++] = "--vm";
+    args[a++] = vm->info.id;
+    args[a++] = "--broker";
+    args[a++] = d->broker;
+    args[a++] = "--root";
+    args[a++] = vm->info.disk;
+    args[a++] = "--status-interval";
+    args[a++] = STATUS_INTERVAL;
+    for (size_t i = 0; i < d->nargs; i++)
+        args[a++] = d->agent_args[i];
+    args[a] = NULL;
+    memset(&o, 0, sizeof o);
+    memset(stdio, 0, sizeof stdio);
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = stdio[2].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = stdio[2].data.fd = fd;
+    o.file = d->agent_path;
+    o.args = args;
+    o.env = env;
+    o.cwd = dir;
+    o.flags = UV_PROCESS_DETACHED;
+    o.exit_cb = on_exit_cb;
+    o.stdio = stdio;
+    o.stdio_count = 3;
+    vm->proc.data = vm;
+    rc = uv_spawn(d->loop, &vm->proc, &o);
+    vm->handles++; /* initialised even when the spawn failed */
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&vm->proc, cfm_local__on_vm_handle_closed);
+        cfm_why_set(why, CFM_EIO, "cannot start '%s': %s", d->agent_path, uv_strerror(rc));
+        goto out;
+    }
+    /* The VM must neither keep the loop alive nor die with the manager. */
+    uv_unref((uv_handle_t *)&vm->proc);
+    vm->child = true;
+    vm->pid = vm->proc.pid;
+    err = CFM_OK;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(env);
+    return err;
+}
+
+
+/* Returns CFM_OK with *wait set when r must wait for the process to go. */
+enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const char *key,
+                                  struct cfm_local_reply *r, bool *wait)
+{
+    enum cfm_err err;
+    struct cfm_local_vm *vm;
+
+    *wait = false;
+    if ((err = cfm_local__check_key(key, &r->why)) != CFM_OK ||
+        (err = cfm_local__find_vm(d, vm_id, &vm, &r->why)) != CFM_OK)
+        return err;
+    r->vm = vm;
+    if (vm->info.state == CFM_VM_TERMINATED)
+        return CFM_OK;
+    if (vm->info.state != CFM_VM_RUNNING || (!vm->child && !agent_alive(vm))) {
+        finish_terminate(vm); /* nothing left to stop */
+        return CFM_OK;
+    }
+    if (vm->nwaiters >= LOCAL_MAX_WAITERS)
+        return cfm_why_set(&r->why, CFM_ETOOBIG, "%s: %d terminate calls already wait for it",
+                           vm_id, LOCAL_MAX_WAITERS);
+    if (!vm->terminating) {
+        cfm_info("driver", "%s: terminating (SIGTERM to process group %d)", vm_id, vm->pid);
+        start_terminate(vm);
+    }
+    r->next = vm->waiters;
+    vm->waiters = r;
+    vm->nwaiters++;
+    *wait = true;
+    return CFM_OK;
+}
+
+/* A re-adopted VM: is its agent still there? */
+void cfm_local__readopt(struct cfm_local_vm *vm)
+{
+    char reason[96];
+
+    if (vm->info.state != CFM_VM_RUNNING && vm->info.state != CFM_VM_PENDING)
+        return;
+    if (agent_alive(vm)) {
+        vm->info.state = CFM_VM_RUNNING;
+        cfm_info("driver", "%s (system %s) re-adopted: pid %d at %s", vm->info.id,
+                 vm->info.system, vm->pid, vm->info.private_ip);
+        if (vm->terminating)
+            start_terminate(vm); /* the manager stopped in the middle */
+        return;
+    }
+    if (vm->terminating) {
+        finish_terminate(vm);
+        return;
+    }
+    if (vm->pid > 0)
+        snprintf(reason, sizeof reason, "its agent (pid %d) is gone", vm->pid);
+    else
+        snprintf(reason, sizeof reason, "the manager stopped before its agent started");
+    mark_failed(vm, reason); /* reported from the loop, after open returns */
+}
