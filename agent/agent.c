@@ -18,6 +18,7 @@
 #include "agent.h"
 
 #include <ctype.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -392,6 +393,8 @@ static void on_stop_timeout(uv_timer_t *t)
         cfm_warn("agent", "%u killed commands have not exited; stopping anyway", a->nrunning);
     for (struct running *r = a->running; r; r = r->next)
         cfm_agent_exec_abort(r->exec, CFM_AGENT_INTERRUPTED);
+    /* What the commands left running (services) is the VM's: stop it too. */
+    cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM);
     a->offline_done = true;
     maybe_finish(a);
 }
@@ -405,6 +408,8 @@ void cfm_agent_stop(struct cfm_agent *a)
     uv_timer_stop(&a->status_timer);
     for (struct running *r = a->running; r; r = r->next)
         cfm_agent_exec_abort(r->exec, CFM_AGENT_INTERRUPTED);
+    /* What the commands left running (services) is the VM's: stop it too. */
+    cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM);
     if (cfm_bus_connected(a->bus)) {
         a->stop_mid = -1;
         publish(a, a->status_topic, a->will, strlen(a->will), true, &a->stop_mid);

@@ -19,6 +19,8 @@
  */
 #include "exec.h"
 
+#include "bounds.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -426,6 +428,43 @@ static void init_stream(uv_loop_t *loop, struct cfm_agent_exec *x, struct stream
     s->x = x;
     s->open = true;
     x->handles++;
+}
+
+/* Every process a command of this VM started carries CFM_VM=<vm> in its
+ * environment (commands get it, their children inherit it): those are
+ * the VM's processes, found by their environment rather than by process
+ * group ids, which the system may have given to someone else since. */
+void cfm_agent_exec_kill_vm(const char *vm, int sig)
+{
+    char want[CFM_MAX_ID + 16], path[64], env[65536];
+    size_t wlen;
+    struct dirent *d;
+    DIR *proc = opendir("/proc");
+
+    if (!proc)
+        return;
+    wlen = (size_t)snprintf(want, sizeof want, "CFM_VM=%s", vm) + 1; /* with its NUL */
+    while ((d = readdir(proc))) {
+        char *end;
+        long pid = strtol(d->d_name, &end, 10);
+        ssize_t n;
+        int fd;
+
+        if (*end || pid <= 1 || pid == (long)getpid())
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            continue;
+        n = read(fd, env, sizeof env);
+        close(fd);
+        for (ssize_t i = 0; n > 0 && i + (ssize_t)wlen <= n; i++) {
+            if ((i == 0 || env[i - 1] == '\0') && memcmp(env + i, want, wlen) == 0) {
+                kill((pid_t)pid, sig);
+                break;
+            }
+        }
+    }
+    closedir(proc);
 }
 
 enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *root,

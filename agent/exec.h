@@ -40,4 +40,9 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
  * again, it also stops waiting for the command's exit. */
 void cfm_agent_exec_abort(struct cfm_agent_exec *x, const char *reason);
 
+/* Sends sig to every process of VM vm (those whose environment carries
+ * CFM_VM=<vm>: commands and what they left running, e.g. services), so a
+ * VM's processes stop with its agent. */
+void cfm_agent_exec_kill_vm(const char *vm, int sig);
+
 #endif

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "agent.h"
+#include "exec.h"
 #include "id.h"
 #include "log.h"
 
@@ -256,6 +257,7 @@ int main(int argc, char **argv)
         uv_signal_start(&st.intr, on_signal, SIGINT);
         uv_run(&loop, UV_RUN_DEFAULT);
         cfm_agent_free(st.agent);
+        cfm_agent_exec_kill_vm(cfg.vm, SIGKILL); /* whatever ignored the SIGTERM */
     }
     if (uv_loop_close(&loop) != 0) {
         cfm_error("agent", "handles were left open at exit");
