@@ -171,6 +171,8 @@ static int l_objects(lua_State *L)
     struct cfm_store_filter f = {.include_deleted = false};
     struct cfm_why why = {{0}};
     struct collect c = {0};
+
+    lua_settop(L, 2); /* the slots pushed below must not pose as the filter */
     json_t **filter, **out, *sys;
     enum cfm_kind kind;
     char system[CFM_MAX_ID + 1];

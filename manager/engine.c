@@ -267,7 +267,11 @@ enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *s
     uv_timer_start(&r->deadline, on_deadline, (uint64_t)(deadline * 1000.0), 0);
     r->state = CFM_RUN_RUNNING;
     r->next = e->runs;
+    if (e->runs)
+        e->runs->prev = r;
     e->runs = r;
+    r->next_by_id = e->by_id[hash_key(r->id) % CFM_RUN_BUCKETS];
+    e->by_id[hash_key(r->id) % CFM_RUN_BUCKETS] = r;
     e->active++;
     cfm_info("engine", "run %s started: %s on %s", r->id, r->script, r->system);
     notify(r);
@@ -316,9 +320,15 @@ static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *
         for (f = e->ready_head; f; f = f->next_ready)
             e->ready_tail = f;
     }
-    for (p = &e->runs; *p; p = &(*p)->next) {
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        e->runs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    for (p = &e->by_id[hash_key(r->id) % CFM_RUN_BUCKETS]; *p; p = &(*p)->next_by_id) {
         if (*p == r) {
-            *p = r->next;
+            *p = r->next_by_id;
             break;
         }
     }
@@ -1005,7 +1015,7 @@ const char *cfm_engine_procedures_dir(const struct cfm_engine *e)
 
 struct cfm_run *cfm_engine_find(struct cfm_engine *e, const char *id)
 {
-    for (struct cfm_run *r = e->runs; r; r = r->next)
+    for (struct cfm_run *r = e->by_id[hash_key(id) % CFM_RUN_BUCKETS]; r; r = r->next_by_id)
         if (strcmp(r->id, id) == 0)
             return r;
     return NULL;

@@ -90,7 +90,8 @@ struct cfm_run {
     uint64_t rng[2];             /* math.random: deterministic per run */
     json_t *consumed;            /* event ids already returned to this run */
     uint64_t seq;                /* API calls with effects so far */
-    struct cfm_run *next;        /* engine's list of active runs */
+    struct cfm_run *next, *prev; /* engine's list of active runs */
+    struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
 };
 
 struct cfm_recent {
@@ -101,6 +102,7 @@ struct cfm_recent {
 
 #define CFM_RECENT_EVENTS 256
 #define CFM_WAIT_BUCKETS 4096
+#define CFM_RUN_BUCKETS 4096
 
 struct cfm_engine {
     uv_loop_t *loop;
@@ -115,6 +117,7 @@ struct cfm_engine {
     int env_mt_ref;              /* metatable of run globals: __index = base */
     int base_ref;                /* the shared, read-only base library */
     struct cfm_run *runs;
+    struct cfm_run *by_id[CFM_RUN_BUCKETS]; /* active runs by id */
     size_t active;
     struct cfm_fiber *ready_head, *ready_tail;
     uv_idle_t idle;

@@ -18,7 +18,9 @@
 
 struct find_ctx {
     const char *site;
+    bool found;
     char last_seen[CFM_TIME_LEN];
+    char *status; /* malloc'd copy of the last status payload */
 };
 
 static bool find_site(void *arg, const struct cfm_site_rec *rec)
@@ -27,7 +29,10 @@ static bool find_site(void *arg, const struct cfm_site_rec *rec)
 
     if (strcmp(rec->site, f->site) != 0)
         return true;
+    f->found = true;
     snprintf(f->last_seen, sizeof f->last_seen, "%s", rec->last_seen);
+    free(f->status);
+    f->status = strdup(rec->status);
     return false;
 }
 
@@ -57,6 +62,8 @@ int cfm_health_on_status(struct cfm_store *st, const char *site, const void *pay
     }
     if (cfm_store_site_each(st, find_site, &f) != CFM_OK)
         goto out;
+    free(f.status);
+    f.status = NULL;
     if (strcmp(state, "online") == 0)
         cfm_time_now(f.last_seen);
     text = json_dumps(json, JSON_COMPACT);
@@ -73,6 +80,31 @@ out:
     free(text);
     json_decref(json);
     return result;
+}
+
+void cfm_health_on_link(struct cfm_store *st, const char *peer, bool up)
+{
+    struct find_ctx f = {.site = peer};
+    struct cfm_site_rec rec;
+    json_t *status = NULL;
+    const char *state;
+
+    if (cfm_store_site_each(st, find_site, &f) != CFM_OK || !f.found)
+        goto out;
+    status = json_loads(f.status ? f.status : "{}", 0, NULL);
+    state = json_string_value(json_object_get(status, "state"));
+    rec.site = peer;
+    rec.state = up && state && strcmp(state, "online") == 0 ? "online" : "offline";
+    rec.last_seen = f.last_seen;
+    rec.status = f.status ? f.status : "{}";
+    if (cfm_store_site_put(st, &rec) != CFM_OK)
+        cfm_error("health", "cannot record the link to %s", peer);
+    else
+        cfm_info("health", "the bridge to %s is %s: site %s counts as %s", peer,
+                 up ? "up" : "down", peer, rec.state);
+out:
+    json_decref(status);
+    free(f.status);
 }
 
 static bool add_site(void *arg, const struct cfm_site_rec *rec)

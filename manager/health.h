@@ -6,6 +6,7 @@
 #ifndef CFM_HEALTH_H
 #define CFM_HEALTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
 
@@ -16,6 +17,12 @@
  * offline, -1 for one dropped (or an empty, cleared one). */
 int cfm_health_on_status(struct cfm_store *st, const char *site, const void *payload,
                          size_t len);
+
+/* The bridge to peer's site went down (up = false) or came back. While it
+ * is down the peer counts as offline (a killed site's broker never
+ * delivers its manager's Last Will); when it is back, the peer's last
+ * status holds again. */
+void cfm_health_on_link(struct cfm_store *st, const char *peer, bool up);
 
 /* Returns a new JSON array of {"site","state","last_seen"} in site order,
  * or NULL on a store error. */

@@ -27,6 +27,7 @@
 #include "engine.h"
 #include "event.h"
 #include "health.h"
+#include "id.h"
 #include "log.h"
 #include "replica.h"
 #include "rules.h"
@@ -247,11 +248,47 @@ static bool announce_member(void *arg, const struct cfm_obj *sys);
 /* A bridge of our broker (re)connected: whatever crossed it while it was
  * down may be lost, so compare notes again (mosquitto's bridge
  * notifications: "1" up, "0" down, on $SYS/broker/connection/<id>/state). */
+/* The peer site behind a bridge notification topic: broker-config names it
+ * (cfm/v1/bridge/<local>/<peer>/state); mosquitto's default topic carries
+ * the connection name, by convention "<local>-to-<peer>". "" if unknown. */
+static void bridge_peer(const char *topic, char peer[CFM_MAX_ID + 1])
+{
+    char name[CFM_MAX_TOPIC + 1];
+    const char *p, *end;
+
+    peer[0] = '\0';
+    if (strncmp(topic, CFM_BRIDGE_PREFIX, strlen(CFM_BRIDGE_PREFIX)) == 0) {
+        p = strchr(topic + strlen(CFM_BRIDGE_PREFIX), '/');
+        end = p ? strchr(p + 1, '/') : NULL;
+        if (p && end && end - p - 1 <= CFM_MAX_ID)
+            snprintf(peer, CFM_MAX_ID + 1, "%.*s", (int)(end - p - 1), p + 1);
+    } else {
+        snprintf(name, sizeof name, "%s", topic + strlen(BRIDGE_STATE_PREFIX));
+        if ((end = strrchr(name, '/')))
+            name[end - name] = '\0';
+        for (p = strstr(name, "-to-"); p && strstr(p + 4, "-to-"); p = strstr(p + 4, "-to-"))
+            ;
+        if (p)
+            snprintf(peer, CFM_MAX_ID + 1, "%s", p + 4);
+    }
+    if (!cfm_id_valid(peer))
+        peer[0] = '\0';
+}
+
 static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg)
 {
     struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
+    char peer[CFM_MAX_ID + 1];
+    bool up;
 
-    if (msg->len != 1 || ((const char *)msg->payload)[0] != '1' || msg->retain)
+    if (msg->len != 1 || (((const char *)msg->payload)[0] != '1' &&
+                          ((const char *)msg->payload)[0] != '0'))
+        return;
+    up = ((const char *)msg->payload)[0] == '1';
+    bridge_peer(msg->topic, peer);
+    if (peer[0] && strcmp(peer, m->cfg.site) != 0)
+        cfm_health_on_link(m->store, peer, up);
+    if (!up || msg->retain)
         return;
     cfm_info("manager", "bridge up (%s); re-announcing digests", msg->topic);
     cfm_store_each(m->store, &systems, announce_member, m);

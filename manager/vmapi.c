@@ -502,7 +502,10 @@ static int l_run_agent_command(lua_State *L)
     const char *vm = vm_arg(L, 1, "run_agent_command");
     double timeout = DEFAULT_CMD_TIMEOUT_S;
     struct cfm_why why = {{0}};
-    json_t **slot = cfm_lua_json_slot(L);
+    json_t **slot;
+
+    lua_settop(L, 3); /* the slot below must not pose as opts */
+    slot = cfm_lua_json_slot(L);
     struct op *op;
 
     if (lua_type(L, 2) == LUA_TSTRING) {
@@ -552,8 +555,11 @@ static int l_put_file(lua_State *L)
     const char *path = luaL_checkstring(L, 2);
     size_t len;
     const char *content = luaL_checklstring(L, 3, &len);
-    json_t **slot = cfm_lua_json_slot(L);
+    json_t **slot;
     struct op *op;
+
+    lua_settop(L, 4); /* the slot below must not pose as opts */
+    slot = cfm_lua_json_slot(L);
 
     *slot = json_pack("{s:s, s:s, s:s%}", "op", "put_file", "path", path, "content", content, len);
     if (!*slot)

@@ -28,7 +28,7 @@ cleanup() {
         [ -f "$vmjson" ] || continue
         local vmpid
         vmpid=$(grep -o '"pid": *[0-9]*' "$vmjson" | grep -o '[0-9]*$')
-        [ -n "$vmpid" ] && kill -KILL -- "-$vmpid" 2>/dev/null
+        [ "${vmpid:-0}" -gt 0 ] && kill -KILL -- "-$vmpid" 2>/dev/null  # 0: terminated (and "-0" is our own group)
     done
     wait 2>/dev/null
     if [ "$status" -ne 0 ]; then
@@ -92,6 +92,9 @@ start_broker() {
         echo "persistence true"
         echo "persistence_location $dir/"
         echo "autosave_interval 1"
+        # mosquitto's default (1000) silently drops bursts of events for a
+        # busy client; broker-config/mosquitto.conf sets the same.
+        echo "max_queued_messages 100000"
         echo "user root"
         for line in "$@"; do echo "$line"; done
     } >"$dir/mosquitto.conf"

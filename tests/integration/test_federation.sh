@@ -12,6 +12,7 @@ bridge_to() {  # bridge_to NAME PEER: config lines for a bridge to broker PEER
     echo "topic cfm/v1/# both 1"
     echo "cleansession false"
     echo "try_private true"
+    echo "bridge_protocol_version mqttv50"
     echo "restart_timeout 1 2"
     echo "notifications true"
 }

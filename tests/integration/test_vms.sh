@@ -5,7 +5,8 @@ source "$(dirname "$0")/lib.sh"
 
 start_broker a
 cat >"$TMP/site-a.json" <<CONF
-{"driver": {"type": "local", "capacity": {"cpu": 6, "memory_mb": 4096}}}
+{"driver": {"type": "local", "capacity": {"cpu": 6, "memory_mb": 4096},
+            "private_net": "127.77.$((BROKER_PORT[a] % 250 + 1))"}}
 CONF
 start_manager site-a a --config "$TMP/site-a.json" --procedures "$CFM_SRC/tests/integration/vm-procedures"
 
@@ -96,6 +97,6 @@ assert_eq "$before" "$(ctl site-a vms list --system shop | grep -c ' running ')"
 step "every VM process is stopped at the end"
 for d in "$TMP"/site-a/vms/*/; do
     p=$(grep -o '"pid": *[0-9]*' "$d/vm.json" | grep -o '[0-9]*$')
-    [ -n "$p" ] && kill -KILL -- "-$p" 2>/dev/null
+    [ "${p:-0}" -gt 0 ] && kill -KILL -- "-$p" 2>/dev/null
 done
 pass
