@@ -1,6 +1,6 @@
 -- dr: recover the whole system here (the event's target_site) from the
--- replicated model, while the primary is gone. The standby replica is
--- stopped to release the volume it kept in sync, every element placed at
+-- replicated model, while the primary is gone. What runs here is released
+-- (the standby replica's volume holds the synced data), every element placed at
 -- the primary is started here with the same counts (VM classes take this
 -- site's overrides), the system's primary and standby swap, and
 -- dr_completed reports the recovery time.
@@ -13,13 +13,14 @@ if old == cfm.site then
   return {noop = true}
 end
 
--- 1. The standby replicas here hold the data: stop them to free their volumes.
+-- 1. Everything already here is released: the standby replicas hold the
+--    data (stopping them frees their volumes for the recovered elements),
+--    and instances from a scale-out were configured against the lost site.
 for _, el in ipairs(S.elements_in_order()) do
-  if el.body.placement == "standby" then
-    for _, x in ipairs(S.instances(el.id, cfm.site)) do
-      log("info", "stopping replica %s to take over its volumes", x.inst.id)
-      terminate_vm(x.vm.id)
-    end
+  for _, x in ipairs(S.instances(el.id, cfm.site)) do
+    log("info", "releasing %s (%s)", x.inst.id,
+        el.body.placement == "standby" and "its volumes hold the data" or "configured for " .. old)
+    terminate_vm(x.vm.id)
   end
 end
 -- 2. The lost site's instances are lost.

@@ -1,0 +1,133 @@
+# dr-lib.sh - the two-site federation of the DR demo, shared by
+# scripts/demo.sh (narrated) and tests/integration/test_dr.sh (asserted).
+# Sourced; the caller sets BUILD, DIR (an empty temp dir) and defines
+# say() and fail(). Every process started is recorded in DR_PIDS, every VM
+# in the sites' state dirs; dr_cleanup stops them all.
+
+declare -A DR_PORT=()
+declare -a DR_PIDS=()
+DR_SRC=${DR_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+
+dr_wait() { # SECONDS DESCRIPTION COMMAND...: a bounded poll on a condition
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "gave up after ${limit}s waiting for: $what"
+        sleep 0.1
+    done
+}
+
+# dr_broker NAME [BRIDGE-TO]: a Mosquitto for site NAME; with BRIDGE-TO, a
+# bridge carrying cfm/v1/# both ways (two sites: one bridge, no loops).
+dr_broker() {
+    local name=$1 peer=${2:-} port
+    port=${DR_PORT[$name]:-$("$BUILD/cfm-freeport")}
+    DR_PORT[$name]=$port
+    mkdir -p "$DIR/broker-$name"
+    {
+        echo "listener $port 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "persistence true"
+        echo "persistence_location $DIR/broker-$name/"
+        echo "max_queued_messages 100000"
+        [ "$(id -u)" -eq 0 ] && echo "user root"
+        if [ -n "$peer" ]; then
+            echo "connection $name-to-$peer"
+            echo "address 127.0.0.1:${DR_PORT[$peer]}"
+            echo "topic cfm/v1/# both 1"
+            echo "cleansession false"
+            echo "try_private true"
+            echo "bridge_protocol_version mqttv50"
+            echo "restart_timeout 1 2"
+            echo "notifications true"
+        fi
+    } >"$DIR/broker-$name/mosquitto.conf"
+    mosquitto -c "$DIR/broker-$name/mosquitto.conf" >>"$DIR/broker-$name.log" 2>&1 &
+    DR_PIDS+=($!)
+    eval "DR_BROKER_PID_${name//-/_}=$!"
+    dr_wait 10 "broker $name" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
+}
+
+# dr_manager SITE CPU: the manager of SITE on its broker, with the standard
+# procedures and a local cloud of CPU vCPUs.
+dr_manager() {
+    local site=$1 cpu=$2
+    cat >"$DIR/$site.json" <<CONF
+{"site": "$site", "broker": {"host": "127.0.0.1", "port": ${DR_PORT[$site]}},
+ "state_dir": "$DIR/$site", "procedures_dir": "$DR_SRC/procedures",
+ "driver": {"type": "local", "capacity": {"cpu": $cpu, "memory_mb": 16384},
+            "private_net": "127.77.$((DR_PORT[$site] % 250 + 1))"}}
+CONF
+    "$BUILD/cfm-manager" --config "$DIR/$site.json" >>"$DIR/$site.log" 2>&1 &
+    DR_PIDS+=($!)
+    eval "DR_MANAGER_PID_${site//-/_}=$!"
+    dr_wait 15 "manager $site" dr_ctl "$site" -t 0.5 ping
+}
+
+dr_ctl() { # SITE ARGS...: cfmctl through SITE's broker
+    local site=$1
+    shift
+    "$BUILD/cfmctl" -b "127.0.0.1:${DR_PORT[$site]}" -s "$site" "$@"
+}
+
+# dr_run SITE TYPE PAYLOAD TIMEOUT: publishes TYPE on shop, waits for the run
+# it starts (at whichever site) and prints that run's result as JSON.
+dr_run() {
+    local site=$1 type=$2 payload=$3 timeout=$4 id run
+    id=$(dr_ctl "$site" --json event publish shop "$type" "$payload" | grep '"id"' | head -n 1 |
+         cut -d'"' -f4)
+    [ -n "$id" ] || fail "could not publish $type"
+    dr_wait 20 "a run of $type" dr_find_run "$site" "$id"
+    run=$(dr_find_run "$site" "$id")
+    dr_ctl "$site" runs wait "$run" --timeout "$timeout" >/dev/null ||
+        fail "$type failed: $(dr_ctl "$site" runs show "$run" | tail -n 30)"
+    dr_ctl "$site" --json runs show "$run"
+}
+
+dr_find_run() { # SITE EVENT-ID: the run started by that event, if any yet
+    local out
+    out=$(dr_ctl "$1" --json runs list --system shop | tr -d '",' |
+          awk -v want="$2" '$1 == "id:" {run = $2}
+                            $1 == "event_id:" && $2 == want {hit = 1}
+                            /^  }/ {if (hit) print run; hit = 0}')
+    [ -n "$out" ] && echo "$out" | head -n 1
+}
+
+# dr_public SITE: the lb's public address (IP) at SITE, from the model.
+dr_public() {
+    dr_ctl "$1" vms list --system shop --site "$1" | awk '$4 == "running" && $8 != "-" {print $8}' |
+        head -n 1
+}
+
+dr_http() { # URL: prints the body (fails on HTTP errors)
+    curl -sf --max-time 3 "$1"
+}
+
+# dr_kill_site SITE: kill -9 the site's manager, broker and every VM.
+dr_kill_site() {
+    local site=$1 var
+    var="DR_MANAGER_PID_${site//-/_}"
+    kill -KILL "${!var}" 2>/dev/null
+    var="DR_BROKER_PID_${site//-/_}"
+    kill -KILL "${!var}" 2>/dev/null
+    for vmjson in "$DIR/$site"/vms/*/vm.json; do
+        [ -f "$vmjson" ] || continue
+        local pid
+        pid=$(grep -o '"pid": *[0-9]*' "$vmjson" | grep -o '[0-9]*$')
+        [ "${pid:-0}" -gt 0 ] && kill -KILL -- "-$pid" 2>/dev/null  # 0: terminated (and "-0" is our own group)
+    done
+    return 0
+}
+
+dr_cleanup() {
+    for pid in "${DR_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for vmjson in "$DIR"/*/vms/*/vm.json; do
+        [ -f "$vmjson" ] || continue
+        local pid
+        pid=$(grep -o '"pid": *[0-9]*' "$vmjson" | grep -o '[0-9]*$')
+        [ "${pid:-0}" -gt 0 ] && kill -KILL -- "-$pid" 2>/dev/null  # 0: terminated (and "-0" is our own group)
+    done
+    wait 2>/dev/null
+    return 0
+}
