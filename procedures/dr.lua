@@ -33,9 +33,19 @@ end
 for _, i in ipairs(cfm.objects("BusinessSystemElementInstance", {site = old})) do
   if i.body.state == "running" then i.body.state = "lost"; cfm.save(i) end
 end
--- 3. Everything placed at the primary starts here, in order.
-for _, el in ipairs(S.elements_in_order()) do
-  if el.body.placement ~= "standby" then S.ensure(el, el.body.count or 1) end
+-- 3. Everything placed at the primary starts here, in order. A recovery
+--    that cannot complete (e.g. this site lacks capacity) stops what it
+--    started, so nothing half-started is left running, and says why.
+local started = {}
+local ok, err = pcall(function()
+  for _, el in ipairs(S.elements_in_order()) do
+    if el.body.placement ~= "standby" then S.ensure(el, el.body.count or 1, started) end
+  end
+end)
+if not ok then
+  for _, id in ipairs(started) do pcall(terminate_vm, id) end
+  publish_cloud_event(sys.id, "dr_failed", {site = cfm.site, from = old, error = tostring(err)})
+  error("recovery of " .. sys.id .. " at " .. cfm.site .. " failed: " .. tostring(err), 0)
 end
 -- 4. This site is the primary now; the old one becomes the standby.
 sys.body.primary, sys.body.standby = cfm.site, old

@@ -11,6 +11,13 @@ end
 local el = S.element(p.element)
 if not el then error("no element " .. p.element) end
 terminate_vm(p.vm)
+-- Only where the element belongs now (after DR the old primary's VMs are
+-- lost, not to be replaced there; a scale-out overflow is not re-created).
+local home = S.home(el)
+if home ~= cfm.site then
+  log("info", "%s belongs at %s now: %s released, not replaced here", el.id, tostring(home), p.vm)
+  return {healed = false, released = p.vm}
+end
 local want = #S.instances(el.id, cfm.site) + 1
 S.ensure(el, want)
 -- Whoever renders a list of instances (the lb) gets the new one.

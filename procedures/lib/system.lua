@@ -121,8 +121,10 @@ function M.start_service(el, vm, name)
 end
 
 -- One new instance of el at this site: VM, volumes, address, config, service.
-function M.start_instance(el)
+-- The VM is added to `started` (when given) as soon as it exists.
+function M.start_instance(el, started)
   local vm = run_vm(el.body.vm_class, {element = el.id})
+  if started then started[#started + 1] = vm.id end
   for _, vol in ipairs(el.body.volumes or {}) do vm = attach_volume(vm, vol) end
   if el.body.address then vm = associate_address(vm, el.body.address) end
   local name = el.id .. "." .. vm.id
@@ -133,10 +135,18 @@ function M.start_instance(el)
 end
 
 -- Brings el to `count` running instances at this site, in parallel.
-function M.ensure(el, count)
+-- started (a list, optional) collects every VM started, also when one of
+-- them fails, so a caller can undo a partial start.
+function M.ensure(el, count, started)
   local have = #M.instances(el.id, cfm.site)
   local tasks = {}
-  for _ = have + 1, count do tasks[#tasks + 1] = async(M.start_instance, el) end
+  for _ = have + 1, count do
+    tasks[#tasks + 1] = async(function()
+      local ok, vm_or_err = pcall(M.start_instance, el, started)
+      if not ok then error(vm_or_err, 0) end
+      return vm_or_err
+    end)
+  end
   if #tasks > 0 then wait(tasks) end
   return #tasks
 end

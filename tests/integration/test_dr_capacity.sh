@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# DR to a site that lacks the capacity for the whole system fails clearly,
+# leaves nothing it started running, and keeps the replicated data.
+source "$(dirname "$0")/lib.sh"
+BUILD=$CFM_BUILD
+DIR=$TMP
+say() { step "$*"; }
+source "$CFM_SRC/scripts/dr-lib.sh"
+trap 'st=$?; dr_cleanup; (exit $st); cleanup' EXIT
+
+running_at() { dr_ctl "$1" vms list --system shop --site "$1" | grep -c ' running ' || true; }
+
+dr_broker site-a
+dr_broker site-b site-a
+dr_manager site-a 6
+dr_manager site-b 4           # room for the replica (2), not for db + 2 web + lb (5)
+dr_ctl site-a system load "$CFM_SRC/examples/web3tier.json" >/dev/null || fail "load"
+
+say "deploy at site-a and write some data"
+dr_run site-a deploy '{}' 180 >/dev/null
+LB_A=$(dr_public site-a)
+curl -sf --max-time 3 -X PUT --data "kept" "http://$LB_A:8000/kv/k1" >/dev/null || fail "write"
+
+say "site-a is lost; DR to site-b, which is too small"
+dr_kill_site site-a
+mosquitto_pub -p "${DR_PORT[site-b]}" -q 1 -t cfm/v1/sys/shop/event/dr \
+    -m '{"id":"dr-small","payload":{"target_site":"site-b"}}' || fail "publish dr"
+wait_until 20 "the dr run" dr_find_run site-b dr-small
+run=$(dr_find_run site-b dr-small)
+dr_ctl site-b runs wait "$run" --timeout 120 2>"$TMP/dr.err" && fail "DR succeeded at a site too small"
+assert_contains "$(cat "$TMP/dr.err")" "no capacity" "the reason names the capacity"
+assert_contains "$(cat "$TMP/dr.err")" "recovery of shop at site-b failed" "the run says what failed"
+assert_eq 0 "$(running_at site-b)" "VMs left running at site-b"
+for d in "$DIR"/site-b/vms/*/; do
+    p=$(grep -o '"pid": *[0-9]*' "$d/vm.json" | grep -o '[0-9]*$')
+    [ "${p:-0}" -gt 0 ] && kill -0 "$p" 2>/dev/null && fail "a VM process is still alive: $d"
+done
+assert_eq "kept" "$(cat "$DIR"/site-b/volumes/shop/db-data/k1)" "the replicated data on site-b's volume"
+assert_contains "$(dr_ctl site-b system show shop)" "primary site-a" "site-b did not take the primary role"
+pass
