@@ -36,3 +36,8 @@ bench-build: deps
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)
+
+# Every benchmark of bench/ (not part of `make test`, not run by CI), built
+# in Release; figures and baselines: docs/performance.md.
+bench: bench-build
+	@CFM_BUILD=$(BENCH_BUILD) bench/run.sh

@@ -364,7 +364,7 @@ static enum cfm_err parse_request(struct request *r, const char *vm, const char 
 {
     const json_t *argv = json_object_get(req, "argv"), *shell = json_object_get(req, "shell");
     const json_t *cwd = json_object_get(req, "cwd");
-    json_int_t timeout_s, max_output;
+    json_int_t timeout_s = 0, max_output = 0;
     enum cfm_err err;
     size_t i;
 

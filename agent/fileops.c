@@ -58,8 +58,8 @@ json_t *cfm_agent_op_put_file(const char *root, const char *state_dir, const jso
     const json_t *text = json_object_get(req, "content");
     const json_t *b64 = json_object_get(req, "content_b64");
     unsigned char *decoded = NULL;
-    const char *path, *data;
-    size_t pathlen, len;
+    const char *path = NULL, *data;
+    size_t pathlen = 0, len;
     unsigned mode = DEFAULT_MODE;
     json_t *result = NULL;
 
@@ -106,9 +106,9 @@ out:
 json_t *cfm_agent_op_get_file(const char *root, const json_t *req, struct cfm_why *why)
 {
     char shown[4 * CFM_AGENT_PATH_SHOWN + 8], abs[PATH_MAX], mode_text[8];
-    const char *path;
+    const char *path = NULL;
     char *data = NULL;
-    size_t pathlen, len;
+    size_t pathlen = 0, len;
     unsigned mode;
     json_t *result = NULL, *content;
     bool plain;
