@@ -55,6 +55,7 @@ struct cfm_bus {
     int open_handles;
 
     char **subs;
+    bool *no_local;           /* per subscription */
     size_t nsubs;
 };
 
@@ -72,6 +73,7 @@ static void on_handle_closed(uv_handle_t *h)
     for (size_t i = 0; i < bus->nsubs; i++)
         free(bus->subs[i]);
     free(bus->subs);
+    free(bus->no_local);
     free(bus->host);
     free(bus);
 }
@@ -241,7 +243,8 @@ static void on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
     bus->up = true;
     bus->backoff_ms = BACKOFF_MIN_MS;
     for (size_t i = 0; i < bus->nsubs; i++) {
-        rc = mosquitto_subscribe_v5(bus->mosq, NULL, bus->subs[i], 1, 0, NULL);
+        rc = mosquitto_subscribe_v5(bus->mosq, NULL, bus->subs[i], 1,
+                                    bus->no_local[i] ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
         if (rc != MOSQ_ERR_SUCCESS)
             cfm_error("bus", "subscribe %s: %s", bus->subs[i], mosquitto_strerror(rc));
     }
@@ -357,9 +360,10 @@ enum cfm_err cfm_bus_start(uv_loop_t *loop, const struct cfm_bus_opts *opts,
     return CFM_OK;
 }
 
-enum cfm_err cfm_bus_subscribe(struct cfm_bus *bus, const char *pattern)
+static enum cfm_err subscribe(struct cfm_bus *bus, const char *pattern, bool no_local)
 {
     char **grown;
+    bool *flags;
     char *copy;
 
     for (size_t i = 0; i < bus->nsubs; i++)
@@ -373,17 +377,33 @@ enum cfm_err cfm_bus_subscribe(struct cfm_bus *bus, const char *pattern)
     if (!grown)
         return CFM_ENOMEM;
     bus->subs = grown;
+    flags = realloc(bus->no_local, (bus->nsubs + 1) * sizeof *flags);
+    if (!flags)
+        return CFM_ENOMEM;
+    bus->no_local = flags;
     copy = strdup(pattern);
     if (!copy)
         return CFM_ENOMEM;
+    bus->no_local[bus->nsubs] = no_local;
     bus->subs[bus->nsubs++] = copy;
     if (bus->up) {
-        int rc = mosquitto_subscribe_v5(bus->mosq, NULL, pattern, 1, 0, NULL);
+        int rc = mosquitto_subscribe_v5(bus->mosq, NULL, pattern, 1,
+                                        no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
         if (rc != MOSQ_ERR_SUCCESS)
             cfm_error("bus", "subscribe %s: %s", pattern, mosquitto_strerror(rc));
         update_poll(bus);
     }
     return CFM_OK;
+}
+
+enum cfm_err cfm_bus_subscribe(struct cfm_bus *bus, const char *pattern)
+{
+    return subscribe(bus, pattern, false);
+}
+
+enum cfm_err cfm_bus_subscribe_no_local(struct cfm_bus *bus, const char *pattern)
+{
+    return subscribe(bus, pattern, true);
 }
 
 bool cfm_bus_subscribed(const struct cfm_bus *bus, const char *pattern)
@@ -401,6 +421,7 @@ enum cfm_err cfm_bus_unsubscribe(struct cfm_bus *bus, const char *pattern)
             continue;
         free(bus->subs[i]);
         bus->subs[i] = bus->subs[--bus->nsubs];
+        bus->no_local[i] = bus->no_local[bus->nsubs];
         if (bus->up) {
             mosquitto_unsubscribe_v5(bus->mosq, NULL, pattern, NULL);
             update_poll(bus);

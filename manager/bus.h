@@ -62,6 +62,10 @@ enum cfm_err cfm_bus_start(uv_loop_t *loop, const struct cfm_bus_opts *opts,
  * reconnect. Subscribing twice to one pattern is a no-op. */
 enum cfm_err cfm_bus_subscribe(struct cfm_bus *bus, const char *pattern);
 
+/* The same, with MQTT 5 "no local": messages this client published itself
+ * are not sent back to it on this subscription. */
+enum cfm_err cfm_bus_subscribe_no_local(struct cfm_bus *bus, const char *pattern);
+
 /* True when pattern is among the subscriptions. */
 bool cfm_bus_subscribed(const struct cfm_bus *bus, const char *pattern);
 

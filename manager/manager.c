@@ -91,23 +91,41 @@ static bool is_member(const struct cfm_obj *sys, const char *site)
     return false;
 }
 
+/* The topics of a member system. Its objects are subscribed with MQTT 5
+ * "no local": a manager never needs its own object messages back (they are
+ * most of its traffic); events, digests and runs it publishes itself must
+ * come back (its own runs wait on its own events). */
+#define MEMBER_TOPICS 4
+static void member_patterns(const char *system, char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1])
+{
+    snprintf(p[0], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/event/#", system);
+    snprintf(p[1], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/obj/#", system);
+    snprintf(p[2], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/sync", system);
+    snprintf(p[3], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/run/#", system);
+}
+
 static void on_system(void *arg, const struct cfm_obj *sys)
 {
     struct cfm_manager *m = arg;
-    char pattern[CFM_MAX_TOPIC + 1];
+    char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1];
 
-    snprintf(pattern, sizeof pattern, CFM_TOPIC_ROOT "/sys/%s/#", sys->id);
+    member_patterns(sys->id, p);
     if (is_member(sys, m->cfg.site)) {
-        if (cfm_bus_subscribed(m->bus, pattern))
+        if (cfm_bus_subscribed(m->bus, p[0]))
             return;
-        cfm_bus_subscribe(m->bus, pattern);
+        cfm_bus_subscribe(m->bus, p[0]);
+        cfm_bus_subscribe_no_local(m->bus, p[1]);
+        cfm_bus_subscribe(m->bus, p[2]);
+        cfm_bus_subscribe(m->bus, p[3]);
         /* Joined (or started): catch up with the peers. */
         if (cfm_bus_connected(m->bus)) {
             cfm_info("manager", "site %s is a member of system %s; catching up", m->cfg.site,
                      sys->id);
             cfm_sync_announce(m->sync, sys->id);
         }
-    } else if (cfm_bus_unsubscribe(m->bus, pattern) == CFM_OK) {
+    } else if (cfm_bus_subscribed(m->bus, p[0])) {
+        for (int i = 0; i < MEMBER_TOPICS; i++)
+            cfm_bus_unsubscribe(m->bus, p[i]);
         cfm_info("manager", "site %s is no longer a member of system %s", m->cfg.site, sys->id);
     }
 }
@@ -118,16 +136,14 @@ static bool subscribe_member(void *arg, const struct cfm_obj *sys)
     return true;
 }
 
+/* Membership as subscribed (kept by on_system from every BusinessSystem
+ * seen): no store read on the hot path of every message. */
 static bool member_of(struct cfm_manager *m, const char *system)
 {
-    struct cfm_obj *sys = NULL;
-    bool member;
+    char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1];
 
-    if (cfm_store_get(m->store, system, CFM_KIND_BUSINESS_SYSTEM, system, &sys) != CFM_OK)
-        return false;
-    member = is_member(sys, m->cfg.site);
-    cfm_obj_free(sys);
-    return member;
+    member_patterns(system, p);
+    return cfm_bus_subscribed(m->bus, p[0]);
 }
 
 static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)

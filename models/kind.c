@@ -54,16 +54,17 @@ enum cfm_err cfm_kind_parse(const char *name, enum cfm_kind *out, struct cfm_why
     char shown[4 * CFM_MAX_ID + 8];
     int i;
 
-    known_kinds(known, sizeof known);
-    if (!name)
-        return cfm_why_set(why, CFM_EINVAL, "kind is missing (known: %s)", known);
-    for (i = 0; i < CFM_KIND__COUNT; i++) {
+    for (i = 0; name && i < CFM_KIND__COUNT; i++) {
         if (strcmp(name, kind_names[i]) == 0) {
             if (out)
                 *out = (enum cfm_kind)i;
             return CFM_OK;
         }
     }
+    /* The list of known kinds is built only for the message (a hot path). */
+    known_kinds(known, sizeof known);
+    if (!name)
+        return cfm_why_set(why, CFM_EINVAL, "kind is missing (known: %s)", known);
     return cfm_why_set(why, CFM_EINVAL, "unknown kind '%s' (known: %s)",
                        cfm_models__quote(shown, sizeof shown, name,
                                          strnlen(name, CFM_MAX_ID + 1), CFM_MAX_ID),
