@@ -329,6 +329,35 @@ static json_t *op_runs_cancel(const struct cfm_ctl_ctx *ctx, json_t *args)
     return ok(json_pack("{s:s, s:s}", "id", id, "state", "cancelled"));
 }
 
+/* A standby asks this site, the witness of a system's DR policy, whether
+ * the primary is gone as seen from here too (manager/policy.c). */
+static json_t *op_witness_vote(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    const char *primary, *candidate;
+    json_t *err = NULL, *after = json_object_get(args, "after_offline_s");
+    int64_t offline;
+    char reason[256];
+    bool agree;
+
+    if (!id_arg(args, "primary", &primary, &err) || !id_arg(args, "candidate", &candidate, &err))
+        return err;
+    if (!primary || !candidate || !json_is_integer(after) || json_integer_value(after) < 1)
+        return fail("arguments 'primary', 'candidate' and 'after_offline_s' are required");
+    offline = cfm_health_offline_ms(ctx->st, primary);
+    agree = offline >= json_integer_value(after) * 1000;
+    if (offline < 0)
+        snprintf(reason, sizeof reason, "%s is online (or unknown) as seen from %s", primary,
+                 ctx->site);
+    else
+        snprintf(reason, sizeof reason, "%s has been offline for %.1f s as seen from %s%s",
+                 primary, (double)offline / 1000.0, ctx->site,
+                 agree ? "" : ", not long enough");
+    cfm_info("ctl", "witness vote for %s taking over from %s: %s (%s)", candidate, primary,
+             agree ? "agree" : "disagree", reason);
+    return ok(json_pack("{s:b, s:s, s:s}", "agree", agree, "reason", reason, "witness",
+                        ctx->site));
+}
+
 static const struct {
     const char *name;
     json_t *(*fn)(const struct cfm_ctl_ctx *ctx, json_t *args);
@@ -343,6 +372,7 @@ static const struct {
     {"runs.list", op_runs_list},
     {"runs.show", op_runs_show},
     {"runs.cancel", op_runs_cancel},
+    {"witness.vote", op_witness_vote},
 };
 
 json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, size_t len)
@@ -372,7 +402,8 @@ json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, si
             reply = ops[i].fn(ctx, args);
     if (!reply)
         reply = fail("unknown op '%.64s' (known: ping, system.load, system.list, system.show, "
-                     "objects.list, sites.list, procedure.check, runs.list, runs.show, runs.cancel)",
+                     "objects.list, sites.list, procedure.check, runs.list, runs.show, runs.cancel, "
+                     "witness.vote)",
                      op);
     json_decref(empty);
     json_decref(req);

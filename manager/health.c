@@ -19,6 +19,7 @@
 struct find_ctx {
     const char *site;
     bool found;
+    char state[16];
     char last_seen[CFM_TIME_LEN];
     char *status; /* malloc'd copy of the last status payload */
 };
@@ -30,6 +31,7 @@ static bool find_site(void *arg, const struct cfm_site_rec *rec)
     if (strcmp(rec->site, f->site) != 0)
         return true;
     f->found = true;
+    snprintf(f->state, sizeof f->state, "%s", rec->state);
     snprintf(f->last_seen, sizeof f->last_seen, "%s", rec->last_seen);
     free(f->status);
     f->status = strdup(rec->status);
@@ -105,6 +107,18 @@ void cfm_health_on_link(struct cfm_store *st, const char *peer, bool up)
 out:
     json_decref(status);
     free(f.status);
+}
+
+int64_t cfm_health_offline_ms(struct cfm_store *st, const char *site)
+{
+    struct find_ctx f = {.site = site};
+    int64_t seen = 0, result = -1;
+
+    if (cfm_store_site_each(st, find_site, &f) == CFM_OK && f.found &&
+        strcmp(f.state, "offline") == 0 && cfm_time_parse(f.last_seen, &seen) == CFM_OK)
+        result = cfm_time_ms() - seen;
+    free(f.status);
+    return result;
 }
 
 static bool add_site(void *arg, const struct cfm_site_rec *rec)

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 
 #include "store.h"
@@ -23,6 +24,10 @@ int cfm_health_on_status(struct cfm_store *st, const char *site, const void *pay
  * delivers its manager's Last Will); when it is back, the peer's last
  * status holds again. */
 void cfm_health_on_link(struct cfm_store *st, const char *peer, bool up);
+
+/* How long site has been offline as this manager sees it, in ms since it
+ * was last seen online; -1 when it is online, or was never seen. */
+int64_t cfm_health_offline_ms(struct cfm_store *st, const char *site);
 
 /* Returns a new JSON array of {"site","state","last_seen"} in site order,
  * or NULL on a store error. */

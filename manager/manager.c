@@ -29,6 +29,7 @@
 #include "health.h"
 #include "id.h"
 #include "log.h"
+#include "policy.h"
 #include "replica.h"
 #include "rules.h"
 #include "store.h"
@@ -52,6 +53,7 @@ struct cfm_manager {
     struct cfm_replica *replica;
     struct cfm_sync *sync;
     struct cfm_engine *engine;
+    struct cfm_policy *policy;
     struct cfm_api_ctx api;
     char bin_dir[PATH_MAX + 16];
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -358,6 +360,12 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
     case CFM_TOPIC_AGENT_RES:
         cfm_agentc_on_message(m->api.agentc, &t, msg->payload, msg->len);
         break;
+    case CFM_TOPIC_CTL_RES:
+        /* Answers to this manager's own requests (witness votes). */
+        if (m->policy && strcmp(msg->topic, cfm_policy_response_topic(m->policy)) == 0)
+            cfm_policy_on_vote(m->policy, msg->correlation, msg->correlation_len, msg->payload,
+                               msg->len);
+        break;
     case CFM_TOPIC_SYNC:
         if (member_of(m, t.system))
             cfm_sync_on_digest(m->sync, t.system, msg->payload, msg->len);
@@ -431,6 +439,8 @@ static void agent_path(const struct cfm_manager *m, char *buf, size_t len)
 
 static void close_all(struct cfm_manager *m)
 {
+    cfm_policy_close(m->policy);
+    m->policy = NULL;
     cfm_engine_close(m->engine);
     m->engine = NULL;
     cfm_agentc_close(m->api.agentc);
@@ -606,6 +616,9 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         }
         if ((err = cfm_agentc_new(loop, m->bus, &m->api.agentc)) != CFM_OK)
             goto fail;
+        if ((err = cfm_policy_new(loop, m->store, m->bus, m->replica, m->cfg.site,
+                                  &m->policy)) != CFM_OK)
+            goto fail;
         if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
             goto fail;
         m->api.engine = m->engine;
@@ -619,6 +632,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     cfm_bus_subscribe(m->bus, CFM_BRIDGE_PREFIX "+/+/state");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/status");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/res/+");
+    cfm_bus_subscribe(m->bus, cfm_policy_response_topic(m->policy));
     cfm_store_each(m->store, &systems, subscribe_member, m);
 
     uv_signal_init(loop, &m->sig_term);
@@ -634,6 +648,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     *out = m;
     return CFM_OK;
 fail:
+    cfm_policy_close(m->policy);
     cfm_engine_close(m->engine);
     cfm_agentc_close(m->api.agentc);
     if (m->api.driver)

@@ -18,10 +18,13 @@ dr_wait() { # SECONDS DESCRIPTION COMMAND...: a bounded poll on a condition
     done
 }
 
-# dr_broker NAME [BRIDGE-TO]: a Mosquitto for site NAME; with BRIDGE-TO, a
-# bridge carrying cfm/v1/# both ways (two sites: one bridge, no loops).
+# dr_broker NAME [PEER...]: a Mosquitto for site NAME, bridged to each PEER
+# (cfm/v1/# both ways; with two sites, or a hub, there is no loop). The
+# bridge announces its link on cfm/v1/bridge/NAME/PEER/state, which crosses
+# the bridges: every site learns when a site's broker is gone.
 dr_broker() {
-    local name=$1 peer=${2:-} port
+    local name=$1 port
+    shift
     port=${DR_PORT[$name]:-$("$BUILD/cfm-freeport")}
     DR_PORT[$name]=$port
     mkdir -p "$DIR/broker-$name"
@@ -32,7 +35,7 @@ dr_broker() {
         echo "persistence_location $DIR/broker-$name/"
         echo "max_queued_messages 100000"
         [ "$(id -u)" -eq 0 ] && echo "user root"
-        if [ -n "$peer" ]; then
+        for peer in "$@"; do
             echo "connection $name-to-$peer"
             echo "address 127.0.0.1:${DR_PORT[$peer]}"
             echo "topic cfm/v1/# both 1"
@@ -41,7 +44,8 @@ dr_broker() {
             echo "bridge_protocol_version mqttv50"
             echo "restart_timeout 1 2"
             echo "notifications true"
-        fi
+            echo "notification_topic cfm/v1/bridge/$name/$peer/state"
+        done
     } >"$DIR/broker-$name/mosquitto.conf"
     mosquitto -c "$DIR/broker-$name/mosquitto.conf" >>"$DIR/broker-$name.log" 2>&1 &
     DR_PIDS+=($!)
