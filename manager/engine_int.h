@@ -128,6 +128,27 @@ struct cfm_engine {
     bool closing;
 };
 
+/* A timer of a waiting fiber (sleep, or a wait with a timeout). */
+struct cfm_wtimer {
+    uv_timer_t t;
+    struct cfm_fiber *f; /* NULL once the wait is over */
+};
+
+/* A host call in flight (engine.h). */
+struct cfm_call {
+    struct cfm_fiber *f; /* NULL once the run has ended */
+};
+
+/* engine.c: shared with engine_wait.c */
+unsigned cfm_engine__hash(const char *key);
+void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, const char *a, const char *b);
+void cfm_engine__make_ready(struct cfm_fiber *f, int nargs);
+void cfm_engine__on_wtimer_closed(uv_handle_t *h);
+void cfm_engine__drop_timer(struct cfm_fiber *f);
+void cfm_engine__unlink_waiter(struct cfm_fiber *f);
+struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id);
+struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id);
+
 /* sandbox.c */
 lua_State *cfm_engine__new_state(struct cfm_engine *e);
 void cfm_engine__open_base(struct cfm_engine *e);

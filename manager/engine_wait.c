@@ -1,0 +1,443 @@
+/*
+ * engine_wait.c - the calls of a run that wait, and how the wait ends:
+ * sleep, wait_cloud_event (and the events that end it), async/wait over a
+ * run's tasks, and calls the host completes later (cloud and agent calls).
+ * Each records on its fiber what it waits for and yields from C; the end
+ * of the wait pushes the results and makes the fiber ready (engine.c
+ * resumes it from the loop).
+ */
+#include "engine_int.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "luajson.h"
+#include "util.h"
+
+/* --- waiting functions of the base library ---------------------------- */
+
+static struct cfm_fiber *need_fiber(lua_State *L)
+{
+    struct cfm_fiber *f = cfm_engine__fiber_of(L);
+
+    if (!f)
+        luaL_error(L, "not inside a procedure run");
+    return f;
+}
+
+static void on_wtimer(uv_timer_t *t)
+{
+    struct cfm_wtimer *w = t->data;
+    struct cfm_fiber *f = w->f;
+
+    if (!f)
+        return;
+    f->timer = NULL;
+    uv_close((uv_handle_t *)t, cfm_engine__on_wtimer_closed);
+    if (f->wait == CFM_WAIT_EVENT) {
+        cfm_engine__unlink_waiter(f);
+        lua_pushnil(f->co);
+        lua_pushliteral(f->co, "timeout");
+        cfm_engine__make_ready(f, 2);
+    } else {
+        cfm_engine__make_ready(f, 0);
+    }
+}
+
+static void arm_timer(struct cfm_fiber *f, double seconds)
+{
+    struct cfm_wtimer *w = calloc(1, sizeof *w);
+
+    if (!w)
+        return; /* no timeout rather than a crash; the run's deadline still holds */
+    w->f = f;
+    uv_timer_init(f->run->e->loop, &w->t);
+    w->t.data = w;
+    uv_timer_start(&w->t, on_wtimer, seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0), 0);
+    f->timer = w;
+}
+
+int cfm_engine__l_sleep(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    double s = luaL_checknumber(L, 1);
+
+    luaL_argcheck(L, s >= 0 && s <= 86400 * 7, 1, "seconds must be from 0 to 604800");
+    f->wait = CFM_WAIT_SLEEP;
+    arm_timer(f, s);
+    cfm_engine__set_waiting_on(f->run, "sleep %s%s", lua_tostring(L, 1), " s");
+    return lua_yield(L, 0);
+}
+
+int cfm_engine__l_log(lua_State *L)
+{
+    struct cfm_run *r = need_fiber(L)->run;
+    const char *level = luaL_checkstring(L, 1);
+    int n = lua_gettop(L);
+
+    if (strcmp(level, "debug") && strcmp(level, "info") && strcmp(level, "warn") &&
+        strcmp(level, "error"))
+        return luaL_argerror(L, 1, "level must be debug, info, warn or error");
+    /* log(level, fmt, ...) formats like string.format. */
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "format");
+    for (int i = 2; i <= n; i++)
+        lua_pushvalue(L, i);
+    lua_call(L, n - 1, 1);
+    cfm_run_log(r, level, lua_tostring(L, -1));
+    return 0;
+}
+
+/* True when every key of match equals the same key of the event's payload. */
+static bool matches(const json_t *match, const json_t *event)
+{
+    const json_t *payload = json_object_get(event, "payload");
+    const char *key;
+    json_t *want;
+
+    if (!match)
+        return true;
+    json_object_foreach((json_t *)match, key, want) {
+        json_t *have = json_object_get(payload, key);
+        if (!have)
+            return false;
+        if (json_is_number(want) && json_is_number(have)) {
+            if (json_number_value(want) != json_number_value(have))
+                return false;
+        } else if (!json_equal(want, have)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Hands event to waiting fiber f (made ready with the event as its result). */
+static void deliver(struct cfm_fiber *f, const json_t *event)
+{
+    const char *id = json_string_value(json_object_get(event, "id"));
+
+    if (id)
+        json_object_set_new(f->run->consumed, id, json_true());
+    cfm_engine__drop_timer(f);
+    cfm_lua_push_json(f->co, event);
+    cfm_engine__make_ready(f, 1);
+}
+
+static bool consumed(struct cfm_run *r, const json_t *event)
+{
+    const char *id = json_string_value(json_object_get(event, "id"));
+    return id && json_object_get(r->consumed, id);
+}
+
+int cfm_engine__l_wait_cloud_event(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    struct cfm_engine *e = f->run->e;
+    const char *system = luaL_checkstring(L, 1);
+    const char *type = luaL_checkstring(L, 2);
+    double timeout = -1;
+    struct cfm_why why = {{0}};
+    json_t *match = NULL;
+    unsigned b;
+
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+            timeout = luaL_checknumber(L, -1);
+            luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, 3, "match") != LUA_TNIL) {
+            luaL_checktype(L, -1, LUA_TTABLE);
+            match = cfm_lua_to_json(L, -1, "match", &why);
+            if (!match || !json_is_object(match)) {
+                json_decref(match);
+                return luaL_error(L, "wait_cloud_event: %s",
+                                  why.text[0] ? why.text : "match must be a table of fields");
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (strlen(system) > CFM_MAX_ID || strlen(type) > CFM_MAX_ID) {
+        json_decref(match);
+        return luaL_error(L, "wait_cloud_event: system or type longer than %d", CFM_MAX_ID);
+    }
+    snprintf(f->ev_key, sizeof f->ev_key, "%s/%s", system, type);
+    f->match = match;
+    f->wait = CFM_WAIT_EVENT;
+    cfm_engine__set_waiting_on(f->run, "event %s/%s", system, type);
+    /* An event that arrived since the run started and before this wait. */
+    for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++) {
+        struct cfm_recent *ev = &e->recent[i];
+        if (ev->event && ev->ms >= f->run->started_ms && strcmp(ev->key, f->ev_key) == 0 &&
+            !consumed(f->run, ev->event) && matches(match, ev->event)) {
+            json_decref(f->match);
+            f->match = NULL;
+            f->run->waiting_on[0] = '\0';
+            deliver(f, ev->event); /* queued with the event; resumed next turn */
+            return lua_yield(L, 0);
+        }
+    }
+    b = cfm_engine__hash(f->ev_key);
+    f->next_waiter = e->waiters[b];
+    e->waiters[b] = f;
+    if (timeout >= 0)
+        arm_timer(f, timeout);
+    return lua_yield(L, 0);
+}
+
+void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *type,
+                         const json_t *event)
+{
+    char key[2 * CFM_MAX_ID + 2];
+    struct cfm_recent *slot;
+    struct cfm_fiber **p;
+
+    snprintf(key, sizeof key, "%s/%s", system, type);
+    slot = &e->recent[e->recent_next++ % CFM_RECENT_EVENTS];
+    json_decref(slot->event);
+    snprintf(slot->key, sizeof slot->key, "%s", key);
+    slot->event = json_deep_copy(event);
+    slot->ms = cfm_time_ms();
+    for (p = &e->waiters[cfm_engine__hash(key)]; *p;) {
+        struct cfm_fiber *f = *p;
+        if (strcmp(f->ev_key, key) != 0 || consumed(f->run, event) || !matches(f->match, event)) {
+            p = &f->next_waiter;
+            continue;
+        }
+        *p = f->next_waiter;
+        f->next_waiter = NULL;
+        json_decref(f->match);
+        f->match = NULL;
+        deliver(f, event);
+    }
+    /* Forget events older than RECENT_MS lazily: a slot is reused in turn. */
+}
+
+/* async(fn, ...) -> task */
+int cfm_engine__l_async(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    struct cfm_run *r = f->run;
+    int n = lua_gettop(L);
+    int id = ++r->next_task_id;
+
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (!cfm_engine__new_fiber(r, L, n - 1, id))
+        return luaL_error(L, "async: out of memory");
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, id);
+    lua_setfield(L, -2, "task");
+    return 1;
+}
+
+static int task_id(lua_State *L, int idx)
+{
+    int id;
+
+    if (lua_type(L, idx) != LUA_TTABLE || lua_getfield(L, idx, "task") != LUA_TNUMBER)
+        return luaL_argerror(L, idx, "a task returned by async() expected");
+    id = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return id;
+}
+
+/* Pushes the results of finished task t, or raises its error. With all,
+ * every result; otherwise the first. Returns the number pushed. */
+static int push_results(lua_State *L, struct cfm_fiber *t, bool all)
+{
+    int n;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->results_ref);
+    if (t->failed)
+        return luaL_error(L, "task %d failed: %s", t->id, lua_tostring(L, -1));
+    lua_getfield(L, -1, "n");
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (!all)
+        n = n > 0 ? 1 : 0;
+    luaL_checkstack(L, n + 1, "too many results");
+    for (int i = 1; i <= n; i++)
+        lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+    if (!all && n == 0) {
+        lua_pushnil(L);
+        n = 1;
+    }
+    return n;
+}
+
+/* True when the value at idx is a list of tasks rather than one task. */
+static bool is_task_list(lua_State *L, int idx)
+{
+    bool list;
+
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return false;
+    list = lua_getfield(L, idx, "task") == LUA_TNIL;
+    lua_pop(L, 1);
+    return list;
+}
+
+/* Continuation of wait(): every task is done; collect their results. */
+static int wait_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    int nargs = (int)ctx, total = 0;
+
+    (void)status;
+    lua_settop(L, nargs);
+    if (nargs == 1 && is_task_list(L, 1)) {
+        lua_Integer len = (lua_Integer)lua_rawlen(L, 1);
+        lua_createtable(L, (int)len, 0);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, 1, i);
+            push_results(L, cfm_engine__find_fiber(f->run, task_id(L, -1)), false);
+            lua_rawseti(L, -3, i);
+            lua_pop(L, 1);
+        }
+        return 1;
+    }
+    if (nargs == 1)
+        return push_results(L, cfm_engine__find_fiber(f->run, task_id(L, 1)), true);
+    for (int i = 1; i <= nargs; i++)
+        total += push_results(L, cfm_engine__find_fiber(f->run, task_id(L, i)), false);
+    return total;
+}
+
+/* The id of the i-th task (1-based) given to wait(): an element of the
+ * list at 1, or argument i. Raises when it is not a task. */
+static int nth_task(lua_State *L, bool list, int i)
+{
+    int id;
+
+    if (!list)
+        return task_id(L, i);
+    lua_rawgeti(L, 1, i);
+    id = task_id(L, -1);
+    lua_pop(L, 1);
+    return id;
+}
+
+/* wait(t) -> every result of t; wait(t1, t2, ...) -> the first result of
+ * each; wait({t1, t2, ...}) -> a list of first results. A failed task's
+ * error is raised (with its traceback) once all have finished. */
+int cfm_engine__l_wait(lua_State *L)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    int nargs = lua_gettop(L), *ids, nids;
+    bool pending = false, list;
+
+    if (nargs == 0)
+        return luaL_error(L, "wait: no task given");
+    list = nargs == 1 && is_task_list(L, 1);
+    nids = list ? (int)lua_rawlen(L, 1) : nargs;
+    /* Check every task before allocating: a Lua error here must not leak ids. */
+    for (int i = 1; i <= nids; i++) {
+        int id = nth_task(L, list, i);
+        struct cfm_fiber *t = cfm_engine__find_fiber(f->run, id);
+        if (!t || t->id == 0)
+            return luaL_error(L, "wait: task %d is not a task of this run", id);
+        pending = pending || !t->done;
+    }
+    if (!pending)
+        return wait_done(L, LUA_OK, (lua_KContext)nargs);
+    ids = calloc((size_t)nids, sizeof *ids);
+    if (!ids)
+        return luaL_error(L, "wait: out of memory");
+    for (int i = 1; i <= nids; i++)
+        ids[i - 1] = nth_task(L, list, i); /* checked above: cannot raise */
+    f->wait = CFM_WAIT_TASKS;
+    f->wait_ids = ids;
+    f->nwait = nids;
+    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%d task(s)", nids);
+    return lua_yieldk(L, 0, (lua_KContext)nargs, wait_done);
+}
+
+/* --- calls completed by the host ---------------------------------------- */
+
+struct cfm_call *cfm_engine_suspend(lua_State *L, const char *waiting_on)
+{
+    struct cfm_fiber *f = need_fiber(L);
+    struct cfm_call *c = calloc(1, sizeof *c);
+
+    if (!c)
+        return NULL;
+    c->f = f;
+    f->call = c;
+    f->wait = CFM_WAIT_CALL;
+    free(f->call_error);
+    f->call_error = NULL;
+    f->call_nres = 0;
+    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%s", waiting_on);
+    return c;
+}
+
+static int call_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct cfm_fiber *f = need_fiber(L);
+
+    (void)status;
+    (void)ctx;
+    if (f->call_error) {
+        lua_pushstring(L, f->call_error);
+        free(f->call_error);
+        f->call_error = NULL;
+        return lua_error(L);
+    }
+    return f->call_nres;
+}
+
+int cfm_engine_yield_call(lua_State *L, struct cfm_call *call)
+{
+    (void)call;
+    return lua_yieldk(L, 0, 0, call_done);
+}
+
+struct cfm_run *cfm_call_run(const struct cfm_call *call)
+{
+    return call && call->f ? call->f->run : NULL;
+}
+
+void cfm_engine_complete(struct cfm_call *call, int (*push)(lua_State *co, void *arg),
+                         void *arg)
+{
+    struct cfm_fiber *f = call ? call->f : NULL;
+    int n = 0;
+
+    free(call);
+    if (!f)
+        return;
+    f->call = NULL;
+    if (push) {
+        struct cfm_acct *prev = f->run->e->cur;
+        f->run->e->cur = f->run->acct;
+        n = push(f->co, arg);
+        f->run->e->cur = prev;
+    }
+    f->call_nres = n;
+    cfm_engine__make_ready(f, n);
+}
+
+void cfm_engine_fail(struct cfm_call *call, const char *message)
+{
+    struct cfm_fiber *f = call ? call->f : NULL;
+
+    free(call);
+    if (!f)
+        return;
+    f->call = NULL;
+    free(f->call_error);
+    f->call_error = strdup(message ? message : "failed");
+    f->call_nres = 0;
+    cfm_engine__make_ready(f, 0);
+}
+
+uint64_t cfm_run_next_seq(struct cfm_run *r)
+{
+    return ++r->seq;
+}
+
