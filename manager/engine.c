@@ -279,8 +279,9 @@ static void on_run_closed(uv_handle_t *h)
 {
     struct cfm_run *r = h->data;
 
-    for (unsigned i = 0; i < CFM_RUN_LOG_LINES; i++)
+    for (unsigned i = 0; r->log && i < CFM_RUN_LOG_LINES; i++)
         free(r->log[i].text);
+    free(r->log);
     json_decref(r->event);
     json_decref(r->result);
     json_decref(r->consumed);
@@ -614,11 +615,15 @@ void *cfm_engine_host_arg(lua_State *L)
 
 void cfm_run_log(struct cfm_run *r, const char *level, const char *text)
 {
-    struct cfm_logline *l = &r->log[r->log_next];
     enum cfm_log_level lv = CFM_LOG_INFO;
+    struct cfm_logline *l;
 
     cfm_log_parse_level(level, &lv);
     cfm_log(lv, "run", "%s: %s", r->id, text);
+    /* Most runs never log: the ring is allocated at the first line. */
+    if (!r->log && !(r->log = calloc(CFM_RUN_LOG_LINES, sizeof *r->log)))
+        return;
+    l = &r->log[r->log_next];
     free(l->text);
     l->text = strdup(text);
     l->ms = cfm_time_ms();

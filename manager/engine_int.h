@@ -85,7 +85,7 @@ struct cfm_run {
     int next_task_id;
     uv_timer_t deadline;
     int64_t started_ms, ended_ms;
-    struct cfm_logline log[CFM_RUN_LOG_LINES];
+    struct cfm_logline *log;     /* CFM_RUN_LOG_LINES, allocated at the first line */
     unsigned log_next, log_count;
     uint64_t rng[2];             /* math.random: deterministic per run */
     json_t *consumed;            /* event ids already returned to this run */
