@@ -36,7 +36,8 @@
 static const char usage[] =
     "usage: cfm-svc web --listen IP:PORT --name NAME [--db IP:PORT] --watch PID\n"
     "       cfm-svc lb  --listen IP:PORT --backends FILE --watch PID\n"
-    "       cfm-svc db  --listen IP:PORT --data DIR [--replicate-to IP:PORT] --watch PID\n"
+    "       cfm-svc db  --listen IP:PORT --data DIR [--replicate-to IP:PORT]\n"
+    "                   [--sync-from IP:PORT] --watch PID\n"
     "       common: [--name NAME] [--pidfile FILE]; --listen up to 4 times\n"
     "The services of the example web 3-tier system; see examples/services/README.md.\n"
     "Each exits when the process --watch names is gone, and on SIGTERM.\n";
@@ -144,6 +145,7 @@ static void parse_args(struct cfm_svc *svc, int argc, char **argv)
                                          {"backends", required_argument, NULL, 'b'},
                                          {"data", required_argument, NULL, 'D'},
                                          {"replicate-to", required_argument, NULL, 'r'},
+                                         {"sync-from", required_argument, NULL, 's'},
                                          {"watch", required_argument, NULL, 'w'},
                                          {"pidfile", required_argument, NULL, 'p'},
                                          {"help", no_argument, NULL, 'h'},
@@ -187,6 +189,11 @@ static void parse_args(struct cfm_svc *svc, int argc, char **argv)
             break;
         case 'b': svc->backends_path = optarg; break;
         case 'D': svc->data_path = optarg; break;
+        case 's':
+            if (!cfm_svc_parse_addr(optarg, &svc->sync_from))
+                bad_flag("--sync-from", optarg, "is not IP:PORT (numeric, port 1 to 65535)");
+            svc->has_sync = true;
+            break;
         case 'r':
             if (!cfm_svc_parse_addr(optarg, &svc->replica))
                 bad_flag("--replicate-to", optarg, "is not IP:PORT (numeric, port 1 to 65535)");
@@ -220,6 +227,8 @@ static void parse_args(struct cfm_svc *svc, int argc, char **argv)
                  svc->data_path ? "is for db only" : "is required for db");
     if (svc->mode != CFM_SVC_WEB && svc->has_db)
         bad_flag("--db", svc->db.text, "is for web only");
+    if (svc->mode != CFM_SVC_DB && svc->has_sync)
+        bad_flag("--sync-from", svc->sync_from.text, "is for db only");
     if (svc->mode != CFM_SVC_DB && svc->has_replica)
         bad_flag("--replicate-to", svc->replica.text, "is for db only");
     if ((svc->backends_path && !*svc->backends_path) || (svc->data_path && !*svc->data_path))

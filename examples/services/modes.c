@@ -63,6 +63,14 @@ static int kv_key(const struct cfm_svc_req *r, char key[CFM_SVC_MAX_NAME + 1])
     return 1;
 }
 
+/* A stored file name that is a key (not a temporary file). */
+static bool valid_key(const char *name)
+{
+    size_t n = strlen(name);
+
+    return n >= 1 && n <= CFM_SVC_MAX_NAME && name[0] != '.' && strspn(name, NAME_CHARS) == n;
+}
+
 static void bad_key(const struct cfm_svc *svc, struct cfm_svc_conn *c)
 {
     cfm_svc_respondf(svc, c, 400, "a key is [A-Za-z0-9_.-]{1,64}, not starting with '.'\n");
@@ -278,51 +286,101 @@ static bool write_all(int fd, const char *data, size_t len)
     return true;
 }
 
-static void db_put(const struct cfm_svc *svc, struct cfm_svc_conn *c, const char *key)
+/* Stores value under key atomically (temp + fsync + rename); on failure
+ * errno says why and *step which step failed. */
+static bool store_value(const struct cfm_svc *svc, const char *key, const char *value, size_t len,
+                        const char **step)
 {
     static unsigned counter;
     char tmp[64];
-    struct stat st;
-    bool existed = fstatat(svc->data_fd, key, &st, AT_SYMLINK_NOFOLLOW) == 0;
-    const char *step = "create";
     int fd, e;
 
+    *step = "name";
     e = snprintf(tmp, sizeof tmp, TMP_PREFIX "%ld.%u", (long)getpid(), counter++);
-    if (e < 0 || (size_t)e >= sizeof tmp) { /* cannot be: 64 bytes hold two numbers */
-        cfm_svc_respondf(svc, c, 500, "cannot name a temporary file\n");
-        return;
-    }
+    if (e < 0 || (size_t)e >= sizeof tmp)
+        return false;
+    *step = "create";
     fd = openat(svc->data_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
+        return false;
+    *step = "write";
+    if (!write_all(fd, value, len))
         goto fail;
-    step = "write";
-    if (!write_all(fd, c->req.body, c->req.body_len))
-        goto fail;
-    step = "fsync";
+    *step = "fsync";
     if (fsync(fd) != 0)
         goto fail;
-    step = "close";
+    *step = "close";
     e = close(fd);
     fd = -1;
     if (e != 0)
         goto fail;
-    step = "rename";
+    *step = "rename";
     if (renameat(svc->data_fd, tmp, svc->data_fd, key) != 0)
         goto fail;
     if (fsync(svc->data_fd) != 0) /* the value is there; only its durability is in doubt */
         cfm_svc_log(svc, "fsync of %s after storing %s: %s", svc->data_path, key, strerror(errno));
-    if (svc->has_replica && !cfm_svc_replicate((struct cfm_svc *)svc, key, c->req.body,
-                                               c->req.body_len))
-        cfm_svc_log(svc, "%s stored here but not at the replica %s", key, svc->replica.text);
-    cfm_svc_respondf(svc, c, existed ? 200 : 201, "%s %s (%zu bytes)\n",
-                     existed ? "replaced" : "created", key, c->req.body_len);
-    return;
+    return true;
 fail:
     e = errno;
     if (fd >= 0)
         close(fd);
     unlinkat(svc->data_fd, tmp, 0);
-    cfm_svc_respondf(svc, c, 500, "cannot store %s: %s: %s\n", key, step, strerror(e));
+    errno = e;
+    return false;
+}
+
+bool cfm_svc_db_store(struct cfm_svc *svc, const char *key, const char *value, size_t len)
+{
+    const char *step;
+
+    if (!store_value(svc, key, value, len, &step)) {
+        cfm_svc_log(svc, "cannot store %s: %s: %s", key, step, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static void db_put(const struct cfm_svc *svc, struct cfm_svc_conn *c, const char *key)
+{
+    struct stat st;
+    bool existed = fstatat(svc->data_fd, key, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    const char *step;
+
+    if (!store_value(svc, key, c->req.body, c->req.body_len, &step)) {
+        cfm_svc_respondf(svc, c, 500, "cannot store %s: %s: %s\n", key, step, strerror(errno));
+        return;
+    }
+    if (svc->has_replica && !cfm_svc_replicate((struct cfm_svc *)svc, key, c->req.body,
+                                               c->req.body_len))
+        cfm_svc_log(svc, "%s stored here but not at the replica %s", key, svc->replica.text);
+    cfm_svc_respondf(svc, c, existed ? 200 : 201, "%s %s (%zu bytes)\n",
+                     existed ? "replaced" : "created", key, c->req.body_len);
+}
+
+/* GET /keys: every key, one per line (what a new replica copies). */
+static void db_keys(const struct cfm_svc *svc, struct cfm_svc_conn *c)
+{
+    struct cfm_svc_buf out = {0};
+    struct dirent *d;
+    int fd = dup(svc->data_fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        cfm_svc_respondf(svc, c, 500, "cannot list %s: %s\n", svc->data_path, strerror(errno));
+        return;
+    }
+    rewinddir(dir);
+    while ((d = readdir(dir))) {
+        if (d->d_name[0] == '.' || !valid_key(d->d_name))
+            continue;
+        if (!cfm_svc_buf_addf(&out, CFM_SVC_MAX_BODY, "%s\n", d->d_name))
+            break;
+    }
+    closedir(dir);
+    cfm_svc_respond(svc, c, 200, "text/plain", out.data ? out.data : "", out.len);
+    free(out.data);
 }
 
 /* Makes DIR and its missing parents, like mkdir -p. */
@@ -381,6 +439,10 @@ bool cfm_svc_start_mode(struct cfm_svc *svc)
         return false;
     }
     remove_leftovers(svc);
+    /* A new primary or replica starts from another db's data, before it
+     * answers anything. */
+    if (svc->has_sync && !cfm_svc_sync_from(svc, &svc->sync_from))
+        return false;
     return true;
 }
 
@@ -463,6 +525,8 @@ static void handle_db(struct cfm_svc *svc, struct cfm_svc_conn *c)
             cfm_svc_respondf(svc, c, 200, "ok\n");
         else
             not_allowed(svc, c, "GET");
+    } else if (path_is(r, "/keys") && method_is(r, "GET")) {
+        db_keys(svc, c);
     } else if (kv < 0) {
         bad_key(svc, c);
     } else if (kv > 0 && method_is(r, "GET")) {

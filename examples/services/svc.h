@@ -78,6 +78,8 @@ struct cfm_svc {
     const char *data_path;
     int data_fd;
     bool has_replica;             /* --replicate-to: every write is copied there */
+    bool has_sync;                /* --sync-from: copy everything from there at start */
+    struct cfm_svc_addr sync_from;
     struct cfm_svc_addr replica;
     unsigned long replica_failures;
 };
@@ -193,6 +195,13 @@ void cfm_svc_no_upstream(struct cfm_svc *svc, struct cfm_svc_conn *c);
  * short timeout) so the standby site holds the data; returns whether the
  * replica confirmed it. */
 bool cfm_svc_replicate(struct cfm_svc *svc, const char *key, const char *body, size_t len);
+
+/* db: stores value under key atomically, logging a failure. */
+bool cfm_svc_db_store(struct cfm_svc *svc, const char *key, const char *value, size_t len);
+
+/* db: copies every key of the db at from into this one (GET /keys, then
+ * each value): how a new primary or replica starts from another's data. */
+bool cfm_svc_sync_from(struct cfm_svc *svc, const struct cfm_svc_addr *from);
 
 /* lb: re-reads the backends file if it changed (at most once a second
  * unless force). */

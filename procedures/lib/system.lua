@@ -65,10 +65,12 @@ local function host_of(vm)
   return vm.public_ip or vm.private_ip
 end
 
--- Template variables: this instance, and every element's live instances.
-function M.vars(vm, name)
+-- Template variables: this instance, every element's live instances, and
+-- the caller's extra ones (e.g. sync_from for a db starting from another).
+function M.vars(vm, name, extra)
   local v = {bin = cfm.bin_dir, ip = vm.private_ip, public_ip = vm.public_ip,
              name = name, site = cfm.site, system = event.system}
+  for k, x in pairs(extra or {}) do v[k] = x end
   for _, e in ipairs(cfm.objects("BusinessSystemElement")) do
     local list = {}
     for _, x in ipairs(M.instances(e.id)) do
@@ -77,7 +79,9 @@ function M.vars(vm, name)
     local key = e.id:gsub("[^%w]", "_")
     v[key] = list
     local port = e.body.service and e.body.service.health and e.body.service.health.port
-    if list[1] and port then v[key .. "_address"] = list[1].address .. ":" .. port end
+    if list[1] and port and v[key .. "_address"] == nil then
+      v[key .. "_address"] = list[1].address .. ":" .. port
+    end
   end
   return v
 end
@@ -110,26 +114,39 @@ function M.healthy(el, vm, timeout)
 end
 
 -- Starts the service of an element on a VM (already configured).
-function M.start_service(el, vm, name)
+function M.start_service(el, vm, name, extra)
   local s = el.body.service
   if not s or not s.start then return end
-  local r = run_agent_command(vm, render(s.start, M.vars(vm, name)))
+  local r = run_agent_command(vm, render(s.start, M.vars(vm, name, extra)))
   if r.code ~= 0 then
     error(string.format("%s on %s: start failed (%d): %s", el.id, vm.id, r.code, r.stderr))
   end
   M.healthy(el, vm)
 end
 
+-- Stops the service (its service.stop) and starts it again with the
+-- current vars: how a running db learns of a new replica.
+function M.restart_service(el, vm, name, extra)
+  local s = el.body.service
+  if s and s.stop then
+    local r = run_agent_command(vm, render(s.stop, M.vars(vm, name, extra)))
+    if r.code ~= 0 then
+      error(string.format("%s on %s: stop failed (%d): %s", el.id, vm.id, r.code, r.stderr))
+    end
+  end
+  M.start_service(el, vm, name, extra)
+end
+
 -- One new instance of el at this site: VM, volumes, address, config, service.
 -- The VM is added to `started` (when given) as soon as it exists.
-function M.start_instance(el, started)
+function M.start_instance(el, started, extra)
   local vm = run_vm(el.body.vm_class, {element = el.id})
   if started then started[#started + 1] = vm.id end
   for _, vol in ipairs(el.body.volumes or {}) do vm = attach_volume(vm, vol) end
   if el.body.address then vm = associate_address(vm, el.body.address) end
   local name = el.id .. "." .. vm.id
   M.configure(el, vm, name)
-  M.start_service(el, vm, name)
+  M.start_service(el, vm, name, extra)
   log("info", "%s: instance %s up at %s (%s)", el.id, name, vm.private_ip, cfm.site)
   return vm
 end
@@ -137,18 +154,30 @@ end
 -- Brings el to `count` running instances at this site, in parallel.
 -- started (a list, optional) collects every VM started, also when one of
 -- them fails, so a caller can undo a partial start.
-function M.ensure(el, count, started)
+function M.ensure(el, count, started, extra)
   local have = #M.instances(el.id, cfm.site)
   local tasks = {}
   for _ = have + 1, count do
     tasks[#tasks + 1] = async(function()
-      local ok, vm_or_err = pcall(M.start_instance, el, started)
+      local ok, vm_or_err = pcall(M.start_instance, el, started, extra)
       if not ok then error(vm_or_err, 0) end
       return vm_or_err
     end)
   end
   if #tasks > 0 then wait(tasks) end
   return #tasks
+end
+
+-- Asks site to run action (a procedure bound with run_at "target" that
+-- answers <action>_done with the request's id) and waits for the answer.
+function M.at(site, action, payload, timeout)
+  payload.target_site = site
+  local req = publish_cloud_event(event.system, action, payload)
+  local ev, err = wait_cloud_event(event.system, action .. "_done",
+                                   {match = {request = req}, timeout = timeout or 300})
+  if not ev then error(string.format("%s at %s: %s", action, site, err)) end
+  if ev.payload.error then error(string.format("%s at %s: %s", action, site, ev.payload.error)) end
+  return ev.payload
 end
 
 -- Asks site to deploy el and waits for its answer.

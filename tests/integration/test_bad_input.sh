@@ -176,9 +176,9 @@ assert_eq "$BASELINE" "$(snapshot)" "two snapshots of an idle store"
 
 step "a syntax error: refused with its line and column"
 variant syntax 's/"cpu": 1,/"cpu": 1,,/'
-assert_eq 22 "$(grep -n '"cpu": 1,,' "$F" | cut -d: -f1)" "test setup: line of the syntax error"
-load_refused "$F" "line 22, column 18: "
-raw_load_refused "$F" "line 22, column 18: "
+assert_eq 24 "$(grep -n '"cpu": 1,,' "$F" | cut -d: -f1)" "test setup: line of the syntax error"
+load_refused "$F" "line 24, column 18: "
+raw_load_refused "$F" "line 24, column 18: "
 
 step "an unknown kind"
 variant kind 's/"Address": {/"Adress": {/'
@@ -186,7 +186,7 @@ load_refused "$F" "objects: unknown kind 'Adress' (known: BusinessSystem,"
 raw_load_refused "$F" "objects: unknown kind 'Adress' (known: BusinessSystem,"
 
 step "a missing required field"
-variant missing '21{/"image": "cfm-local",/d}'
+variant missing '23{/"image": "cfm-local",/d}'
 load_refused "$F" "objects.VMClass.small.image: is required"
 raw_load_refused "$F" "objects.VMClass.small.image: is required"
 variant nosites '/"sites": \["site-a", "site-b"\],/d'

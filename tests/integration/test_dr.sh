@@ -3,7 +3,8 @@
 # the example shop deployed at site-a with real services, healed after a
 # web VM is killed, scaled out into site-b (and refused clearly when both
 # sites are full), then site-a is killed entirely and the shop recovered at
-# site-b from one plain MQTT event, its data intact; a second DR is a no-op.
+# site-b from one plain MQTT event, its data intact; a second DR is a no-op;
+# site-a comes back (rebuilt) and the shop fails back to it with every write.
 source "$(dirname "$0")/lib.sh"
 BUILD=$CFM_BUILD
 DIR=$TMP
@@ -105,4 +106,33 @@ dr_ctl site-b runs wait "$run" --timeout 60 >/dev/null || fail "second dr failed
 assert_contains "$(dr_ctl site-b --json runs show "$run")" '"noop": true' "second dr result"
 assert_eq "$before" "$(dr_ctl site-b vms list --system shop --site site-b | grep -c running)" \
     "VMs after the second dr"
+
+say "site-a comes back, rebuilt (an empty state directory); an order is written at site-b meanwhile"
+curl -sf --max-time 3 -X PUT --data "1 lamp" "http://$LB_B:8000/kv/order-2" >/dev/null ||
+    fail "write at site-b"
+rm -rf "$DIR/site-a"
+dr_broker site-a
+dr_manager site-a 6
+b_is_primary_at_a() { dr_ctl site-a system show shop | grep -q "primary site-b"; }
+wait_until 30 "site-a to learn that site-b is the primary" b_is_primary_at_a
+
+say "failback to site-a: a short planned outage, every write kept, the replica back at site-b"
+res=$(dr_run site-a failback '{"target_site": "site-a"}' 300)
+assert_contains "$(result_of "$res")" '"from":"site-b"' "failback result"
+assert_eq 1 "$(count site-a db running)" "db at site-a"
+assert_eq 2 "$(count site-a web running)" "web at site-a"
+assert_eq 1 "$(count site-a lb running)" "lb at site-a"
+assert_eq 1 "$(count site-b db-replica running)" "replica at site-b"
+for el in db web lb; do
+    assert_eq 0 "$(count site-b $el running)" "$el left running at site-b"
+done
+assert_contains "$(dr_ctl site-a system show shop)" "primary site-a, standby site-b" "roles"
+LB_A=$(dr_public site-a)
+[ -n "$LB_A" ] || fail "no public address at site-a after failback"
+assert_eq "2 books" "$(dr_http "http://$LB_A:8000/kv/order-1")" "order-1 (written before DR)"
+assert_eq "1 lamp" "$(dr_http "http://$LB_A:8000/kv/order-2")" "order-2 (written at site-b)"
+curl -sf --max-time 3 -X PUT --data "3 pens" "http://$LB_A:8000/kv/order-3" >/dev/null ||
+    fail "write after failback"
+replicated() { grep -qx "3 pens" "$DIR"/site-b/vms/*/disk/volumes/db-data/order-3 2>/dev/null; }
+wait_until 10 "order-3 to reach the replica at site-b" replicated
 pass

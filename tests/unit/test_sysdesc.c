@@ -132,7 +132,7 @@ static void test_example_web3tier(void **state)
                             json_object_get(json_object_get(b, "procedures"), "vm_failed"),
                             "script")),
                         "heal.lua");
-    assert_int_equal(json_object_size(json_object_get(b, "procedures")), 7);
+    assert_int_equal(json_object_size(json_object_get(b, "procedures")), 9);
     assert_string_equal(json_string_value(json_object_get(d->objs[2]->body, "placement")),
                         "standby");
 
