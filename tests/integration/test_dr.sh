@@ -74,6 +74,20 @@ run=$(dr_find_run site-a "$id")
 dr_ctl site-a runs wait "$run" --timeout 120 2>"$TMP/full.err" && fail "a scale-out beyond both sites succeeded"
 assert_contains "$(cat "$TMP/full.err")" "no capacity" "the reason"
 
+say "scale_in -2: the overflow at site-b goes first, and the lb stops sending to it"
+webs_before=$(( $(count site-a web running) + $(count site-b web running) ))
+b_before=$(count site-b web running)
+[ "$b_before" -ge 2 ] || fail "test setup: expected at least 2 web instances at site-b, got $b_before"
+res=$(dr_run site-a scale_in '{"count": 2}' 120)
+assert_contains "$(result_of "$res")" '"removed":2' "scale_in result"
+gone_at_b() { [ "$(count site-b web running)" = $((b_before - 2)) ]; }
+wait_until 30 "two web instances at site-b to be terminated" gone_at_b
+assert_eq "$((webs_before - 2))" "$(( $(count site-a web running) + $(count site-b web running) ))" \
+    "web instances after scale_in"
+assert_eq "$((webs_before - 2))" \
+    "$(grep -c '^server web\.' "$(ls "$DIR"/site-a/vms/*/disk/etc/cfm-lb/backends.conf)")" \
+    "backends in the lb config after scale_in"
+
 say "site-a is killed (manager, broker, VMs); site-b sees it offline"
 dr_kill_site site-a
 a_offline() { dr_ctl site-b sites list | grep site-a | grep -q offline; }
