@@ -18,7 +18,7 @@
 
 #include "svc.h"
 
-#define REPLICA_TIMEOUT_MS 2000
+#define REPLICA_TIMEOUT_MS 5000
 #define SYNC_TIMEOUT_MS 60000
 
 /* Waits until fd is ready for events or the deadline passes. */

@@ -44,6 +44,11 @@ curl -sf --max-time 3 -X PUT --data "2 books" "http://$LB_A:8000/kv/order-1" >/d
     fail "write through the shop"
 assert_eq "2 books" "$(dr_http "http://$LB_A:8000/kv/order-1")" "read back at site-a"
 
+# The db copies each write to the replica at site-b within a bounded time
+# (docs/operations.md, RPO); DR keeps what reached it. Wait for that here.
+at_replica() { grep -qx "2 books" "$DIR"/site-b/vms/*/disk/volumes/db-data/order-1 2>/dev/null; }
+wait_until 20 "order-1 to reach the replica at site-b" at_replica
+
 say "heal: a web VM is killed with kill -9; vm_failed starts heal, which replaces it"
 victim=$(dr_ctl site-a vms list --system shop --site site-a | awk '$6 == "web" && $4 == "running" {print $1; exit}')
 pid=$(grep -o '"pid": *[0-9]*' "$DIR/site-a/vms/$victim/vm.json" | grep -o '[0-9]*$')

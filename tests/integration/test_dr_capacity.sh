@@ -21,6 +21,11 @@ dr_run site-a deploy '{}' 180 >/dev/null
 LB_A=$(dr_public site-a)
 curl -sf --max-time 3 -X PUT --data "kept" "http://$LB_A:8000/kv/k1" >/dev/null || fail "write"
 
+# The db copies each write to the replica at site-b within a bounded time
+# (docs/operations.md, RPO); DR keeps what reached it. Wait for that here.
+at_replica() { grep -qx "kept" "$DIR"/site-b/vms/*/disk/volumes/db-data/k1 2>/dev/null; }
+wait_until 20 "k1 to reach the replica at site-b" at_replica
+
 say "site-a is lost; DR to site-b, which is too small"
 dr_kill_site site-a
 mosquitto_pub -p "${DR_PORT[site-b]}" -q 1 -t cfm/v1/sys/shop/event/dr \

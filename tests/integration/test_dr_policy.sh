@@ -24,6 +24,11 @@ dr_run site-a deploy '{}' 180 >/dev/null
 LB_A=$(dr_public site-a)
 curl -sf --max-time 3 -X PUT --data "kept" "http://$LB_A:8000/kv/k1" >/dev/null || fail "write"
 
+# The db copies each write to the replica at site-b within a bounded time
+# (docs/operations.md, RPO); DR keeps what reached it. Wait for that here.
+at_replica() { grep -qx "kept" "$DIR"/site-b/vms/*/disk/volumes/db-data/k1 2>/dev/null; }
+wait_until 20 "k1 to reach the replica at site-b" at_replica
+
 dr_runs_at_b() { dr_ctl site-b runs list --system shop | grep -c 'dr.lua' || true; }
 
 say "only site-b believes site-a is gone: the witness disagrees, no DR"
