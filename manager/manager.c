@@ -153,7 +153,6 @@ static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
     struct cfm_ctl_ctx ctx = {.st = m->store, .replica = m->replica, .engine = m->engine,
                               .site = m->cfg.site};
     struct cfm_bus_msg res = {.qos = 1};
-    struct cfm_why why;
     char *text;
     json_t *reply;
 
@@ -171,7 +170,6 @@ static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
                  CFM_TOPIC_ROOT "/ctl/res/<client> or a topic outside " CFM_TOPIC_ROOT ")");
         return;
     }
-    (void)why;
     reply = cfm_ctlsrv_handle(&ctx, msg->payload, msg->len);
     text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
     json_decref(reply);
