@@ -20,10 +20,10 @@ case $CFM_BUILD in /*) ;; *) CFM_BUILD=$CFM_SRC/$CFM_BUILD ;; esac
 export CFM_SRC CFM_BUILD
 
 # The order of a full run: the federation benchmarks first, then the small
-# ones. Procedure and VM benchmarks (bench_procedure_*.sh, bench_vm_*.sh)
-# join the list when the engine and the local driver exist; any other
-# bench_*.sh found here runs after these.
-order=(replicate partition manager)
+# ones, then procedures (event hops between runs, 10,000 waiting runs) and
+# disaster recovery with local VMs; any other bench_*.sh found here runs
+# after these.
+order=(replicate partition manager event_hop waiting dr)
 
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
