@@ -34,6 +34,7 @@ dr_broker() {
         echo "persistence true"
         echo "persistence_location $DIR/broker-$name/"
         echo "max_queued_messages 100000"
+        echo "set_tcp_nodelay true"
         [ "$(id -u)" -eq 0 ] && echo "user root"
         for peer in "$@"; do
             echo "connection $name-to-$peer"

@@ -48,12 +48,21 @@ local function flat(v)
           site = v.body.site}
 end
 
+-- Every VMInstance of the system by id (read once per call that needs many).
+function M.vms_by_id()
+  local map = {}
+  for _, v in ipairs(cfm.objects("VMInstance")) do map[v.id] = v end
+  return map
+end
+
 -- Running instances of an element ({inst, vm} pairs), at one site or all.
-function M.instances(element_id, site)
+-- vms (from vms_by_id) saves reading every VM again when called in a loop.
+function M.instances(element_id, site, vms)
   local out = {}
+  vms = vms or M.vms_by_id()
   for _, inst in ipairs(cfm.objects("BusinessSystemElementInstance", {element = element_id})) do
     if inst.body.state == "running" and (not site or inst.body.site == site) then
-      local vm = M.vm(inst.body.vm)
+      local vm = vms[inst.body.vm]
       if vm and vm.body.state == "running" then out[#out + 1] = {inst = inst, vm = flat(vm)} end
     end
   end
@@ -71,9 +80,10 @@ function M.vars(vm, name, extra)
   local v = {bin = cfm.bin_dir, ip = vm.private_ip, public_ip = vm.public_ip,
              name = name, site = cfm.site, system = event.system}
   for k, x in pairs(extra or {}) do v[k] = x end
+  local vms = M.vms_by_id()
   for _, e in ipairs(cfm.objects("BusinessSystemElement")) do
     local list = {}
-    for _, x in ipairs(M.instances(e.id)) do
+    for _, x in ipairs(M.instances(e.id, nil, vms)) do
       list[#list + 1] = {name = x.inst.id, address = x.vm.private_ip, site = x.inst.body.site}
     end
     local key = e.id:gsub("[^%w]", "_")
