@@ -12,35 +12,6 @@ source "$(dirname "$0")/lib.sh"
 
 PROCS=$CFM_SRC/tests/integration/procedures
 
-# run_id EVENT-ID SITE TYPE: the run id the manager derives (rules.c).
-run_id() {
-    printf 'run-%s' "$(printf '%s/%s/%s' "$1" "$2" "$3" | sha256sum | cut -c1-24)"
-}
-
-# run_field SITE RUN KEY: the JSON text of a top-level field of the run's
-# record (`runs show --json`), nested values joined on one line.
-run_field() {
-    ctl "$1" --json runs show "$2" 2>/dev/null | awk -v key="$3" '
-        index($0, "  \"" key "\": ") == 1 {
-            v = substr($0, length(key) + 7)
-            if (v ~ /[{[]$/) { on = 1; next }
-            sub(/,$/, "", v); print v; exit
-        }
-        on { line = $0; sub(/^ +/, "", line); v = v " " line }
-        on && /^  [}\]]/ { sub(/,$/, "", v); print v; exit }'
-}
-
-run_is() {  # run_is SITE RUN STATE
-    [ "$(run_field "$1" "$2" state)" = "\"$3\"" ]
-}
-
-run_ended() {  # run_ended SITE RUN: succeeded, failed or cancelled
-    case "$(run_field "$1" "$2" state)" in
-    '"succeeded"' | '"failed"' | '"cancelled"') return 0 ;;
-    *) return 1 ;;
-    esac
-}
-
 # line_of FILE: the line of FILE marked "-- escape".
 line_of() {
     local n
