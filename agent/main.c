@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "agent.h"
+#include "cfgutil.h"
 #include "exec.h"
 #include "id.h"
 #include "log.h"
@@ -45,58 +46,6 @@ static enum cfm_err copy_flag(char *dst, size_t cap, const char *src, const char
     if (n >= cap)
         return cfm_why_set(why, CFM_ECONFIG, "%s: longer than %zu characters", flag, cap - 1);
     memcpy(dst, src, n + 1);
-    return CFM_OK;
-}
-
-/* HOST, HOST:PORT or [V6]:PORT. */
-static enum cfm_err parse_broker(struct cfm_agent_config *cfg, const char *text,
-                                 struct cfm_why *why)
-{
-    const char *host = text, *port = strrchr(text, ':');
-    size_t n = port ? (size_t)(port - text) : strlen(text);
-    char *end;
-    long v;
-
-    if (text[0] == '[') {
-        const char *close = strchr(text, ']');
-        if (!close || (close[1] != '\0' && close[1] != ':'))
-            return cfm_why_set(why, CFM_ECONFIG, "--broker: '%.64s' is not HOST:PORT", text);
-        host = text + 1;
-        n = (size_t)(close - host);
-        port = close[1] == ':' ? close + 1 : NULL;
-    }
-    if (n == 0 || n > CFM_AGENT_MAX_HOST)
-        return cfm_why_set(why, CFM_ECONFIG, "--broker: '%.64s' is not HOST:PORT", text);
-    memcpy(cfg->broker_host, host, n);
-    cfg->broker_host[n] = '\0';
-    cfg->broker_port = DEFAULT_PORT;
-    if (!port)
-        return CFM_OK;
-    errno = 0;
-    v = strtol(port + 1, &end, 10);
-    if (errno || end == port + 1 || *end || v < 1 || v > 65535)
-        return cfm_why_set(why, CFM_ECONFIG, "--broker: '%.16s' is not a port from 1 to 65535",
-                           port + 1);
-    cfg->broker_port = (int)v;
-    return CFM_OK;
-}
-
-static enum cfm_err read_password(struct cfm_agent_config *cfg, const char *path,
-                                  struct cfm_why *why)
-{
-    FILE *f = fopen(path, "re");
-    size_t n;
-
-    if (!f)
-        return cfm_why_set(why, CFM_ECONFIG, "--password-file: cannot open '%s': %s", path,
-                           strerror(errno));
-    n = fread(cfg->password, 1, sizeof cfg->password - 1, f);
-    fclose(f);
-    cfg->password[n] = '\0';
-    while (n > 0 && (cfg->password[n - 1] == '\n' || cfg->password[n - 1] == '\r'))
-        cfg->password[--n] = '\0';
-    if (n == 0)
-        return cfm_why_set(why, CFM_ECONFIG, "--password-file: '%s' is empty", path);
     return CFM_OK;
 }
 
@@ -150,7 +99,11 @@ static enum cfm_err parse_args(int argc, char **argv, struct cfm_agent_config *c
                 return CFM_ECONFIG;
             memcpy(cfg->vm, optarg, strlen(optarg) + 1);
             break;
-        case 'b': err = parse_broker(cfg, optarg, why); break;
+        case 'b':
+            cfg->broker_port = DEFAULT_PORT;
+            err = cfm_parse_hostport(optarg, cfg->broker_host, sizeof cfg->broker_host,
+                                     &cfg->broker_port, "--broker", why);
+            break;
         case 'r': root = optarg; break;
         case 's': state = optarg; break;
         case 'u':
@@ -192,7 +145,9 @@ static enum cfm_err parse_args(int argc, char **argv, struct cfm_agent_config *c
         return cfm_why_set(why, CFM_ECONFIG, "--root: missing (the VM's disk)");
     if (password_file && !cfg->username[0])
         return cfm_why_set(why, CFM_ECONFIG, "--password-file: needs --username");
-    if (password_file && (err = read_password(cfg, password_file, why)) != CFM_OK)
+    if (password_file && (err = cfm_read_secret(password_file, cfg->password,
+                                                sizeof cfg->password, "--password-file",
+                                                why)) != CFM_OK)
         return err;
     if ((err = resolve_dir(root, false, cfg->root, "--root", why)) != CFM_OK)
         return err;

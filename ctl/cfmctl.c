@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "bounds.h"
+#include "cfgutil.h"
 #include "engine.h"
 #include "event.h"
 #include "id.h"
@@ -766,36 +767,18 @@ static int cmd_procedure_check(const char *path)
 
 static void parse_broker(struct ctl *c, const char *text)
 {
-    const char *colon = strrchr(text, ':');
-    size_t n = colon ? (size_t)(colon - text) : strlen(text);
-    char *end;
-    long port;
+    struct cfm_why why = {{0}};
 
-    if (n == 0 || n >= sizeof c->host)
-        die(EXIT_USAGE, "-b: '%s' is not HOST:PORT", text);
-    memcpy(c->host, text, n);
-    c->host[n] = '\0';
-    if (colon) {
-        errno = 0;
-        port = strtol(colon + 1, &end, 10);
-        if (errno || *end || port < 1 || port > 65535)
-            die(EXIT_USAGE, "-b: '%s' is not a port from 1 to 65535", colon + 1);
-        c->port = (int)port;
-    }
+    if (cfm_parse_hostport(text, c->host, sizeof c->host, &c->port, "-b", &why) != CFM_OK)
+        die(EXIT_USAGE, "%s", why.text);
 }
 
 static void read_password(struct ctl *c, const char *path)
 {
-    FILE *f = fopen(path, "r");
-    size_t n;
+    struct cfm_why why = {{0}};
 
-    if (!f)
-        die(EXIT_USAGE, "-P: %s: %s", path, strerror(errno));
-    n = fread(c->password, 1, sizeof c->password - 1, f);
-    fclose(f);
-    c->password[n] = '\0';
-    while (n > 0 && (c->password[n - 1] == '\n' || c->password[n - 1] == '\r'))
-        c->password[--n] = '\0';
+    if (cfm_read_secret(path, c->password, sizeof c->password, "-P", &why) != CFM_OK)
+        die(EXIT_USAGE, "%s", why.text);
 }
 
 int main(int argc, char **argv)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cfgutil.h"
 #include "driver.h"
 #include "id.h"
 
@@ -37,64 +38,6 @@ static enum cfm_err copy_str(char *dst, size_t cap, const char *src, const char 
     if (n >= cap)
         return cfm_why_set(why, CFM_ECONFIG, "%s: longer than %zu characters", field, cap - 1);
     memcpy(dst, src, n + 1);
-    return CFM_OK;
-}
-
-static enum cfm_err parse_port(const char *text, int *out, const char *field,
-                               struct cfm_why *why)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < 1 || v > 65535)
-        return cfm_why_set(why, CFM_ECONFIG, "%s: '%.16s' is not a port from 1 to 65535", field,
-                           text);
-    *out = (int)v;
-    return CFM_OK;
-}
-
-/* HOST:PORT, HOST, or [V6]:PORT. */
-static enum cfm_err parse_broker(struct cfm_config *cfg, const char *text, const char *field,
-                                 struct cfm_why *why)
-{
-    char host[CFM_MAX_HOST + 1];
-    const char *colon = strrchr(text, ':');
-    size_t n = colon ? (size_t)(colon - text) : strlen(text);
-
-    if (text[0] == '[') {
-        const char *close = strchr(text, ']');
-        if (!close)
-            return cfm_why_set(why, CFM_ECONFIG, "%s: missing ']' in '%.64s'", field, text);
-        colon = close[1] == ':' ? close + 1 : NULL;
-        text++;
-        n = (size_t)(close - text);
-    }
-    if (n == 0 || n > CFM_MAX_HOST)
-        return cfm_why_set(why, CFM_ECONFIG, "%s: '%.64s' is not HOST:PORT", field, text);
-    memcpy(host, text, n);
-    host[n] = '\0';
-    memcpy(cfg->broker_host, host, n + 1);
-    return colon ? parse_port(colon + 1, &cfg->broker_port, field, why) : CFM_OK;
-}
-
-static enum cfm_err read_password_file(struct cfm_config *cfg, const char *path,
-                                       const char *field, struct cfm_why *why)
-{
-    FILE *f = fopen(path, "r");
-    size_t n;
-
-    if (!f)
-        return cfm_why_set(why, CFM_ECONFIG, "%s: cannot open '%s': %s", field, path,
-                           strerror(errno));
-    n = fread(cfg->password, 1, sizeof cfg->password - 1, f);
-    fclose(f);
-    cfg->password[n] = '\0';
-    while (n > 0 && (cfg->password[n - 1] == '\n' || cfg->password[n - 1] == '\r'))
-        cfg->password[--n] = '\0';
-    if (n == 0)
-        return cfm_why_set(why, CFM_ECONFIG, "%s: '%s' is empty", field, path);
     return CFM_OK;
 }
 
@@ -196,8 +139,8 @@ static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct c
                              "broker.username", why) != CFM_OK)
                     goto out;
             } else if (strcmp(key, "password_file") == 0 && json_is_string(v)) {
-                if (read_password_file(cfg, json_string_value(v), "broker.password_file", why) !=
-                    CFM_OK)
+                if (cfm_read_secret(json_string_value(v), cfg->password, sizeof cfg->password,
+                                    "broker.password_file", why) != CFM_OK)
                     goto out;
             } else {
                 cfm_why_set(why, CFM_ECONFIG,
@@ -277,7 +220,8 @@ enum cfm_err cfm_config_from_args(int argc, char **argv, struct cfm_config *cfg,
         else if (strcmp(flag, "--site") == 0)
             err = copy_str(cfg->site, sizeof cfg->site, val, "--site", why);
         else if (strcmp(flag, "--broker") == 0)
-            err = parse_broker(cfg, val, "--broker", why);
+            err = cfm_parse_hostport(val, cfg->broker_host, sizeof cfg->broker_host,
+                                     &cfg->broker_port, "--broker", why);
         else if (strcmp(flag, "--state-dir") == 0)
             err = copy_str(cfg->state_dir, sizeof cfg->state_dir, val, "--state-dir", why);
         else if (strcmp(flag, "--procedures") == 0)
@@ -290,7 +234,8 @@ enum cfm_err cfm_config_from_args(int argc, char **argv, struct cfm_config *cfg,
         } else if (strcmp(flag, "--username") == 0)
             err = copy_str(cfg->username, sizeof cfg->username, val, "--username", why);
         else if (strcmp(flag, "--password-file") == 0)
-            err = read_password_file(cfg, val, "--password-file", why);
+            err = cfm_read_secret(val, cfg->password, sizeof cfg->password, "--password-file",
+                                  why);
         else if (strcmp(flag, "--log-level") == 0) {
             err = cfm_log_parse_level(val, &cfg->log_level);
             if (err != CFM_OK)
