@@ -32,27 +32,7 @@
 
 char *cfm_agent_files_shown(char *buf, size_t size, const char *p, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0, i;
-
-    /* The same form as the models' ID messages: \xNN for what is not printable. */
-    for (i = 0; i < len && i < CFM_AGENT_PATH_SHOWN && o + 8 < size; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c < 0x7f) {
-            buf[o++] = (char)c;
-        } else {
-            buf[o++] = '\\';
-            buf[o++] = 'x';
-            buf[o++] = hex[c >> 4];
-            buf[o++] = hex[c & 0xf];
-        }
-    }
-    if (i < len && o + 4 <= size) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o] = '\0';
-    return buf;
+    return cfm_quote(buf, size, p, len, CFM_AGENT_PATH_SHOWN);
 }
 
 bool cfm_agent_files_inside(const char *root, const char *p)

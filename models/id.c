@@ -4,11 +4,12 @@
  *
  * IDs become MQTT topic levels and SQLite keys, so this is the only place
  * that decides what an ID is. Messages quote the offending ID through
- * cfm_models__quote: an ID comes from the network or a file and may hold
+ * cfm_quote: an ID comes from the network or a file and may hold
  * control characters or escape sequences that must not reach a terminal or a
  * log line as they are.
  */
 #include "id.h"
+#include "util.h"
 
 #include <string.h>
 
@@ -24,7 +25,7 @@ static bool id_char(unsigned char c)
            c == '_' || c == '.' || c == '-';
 }
 
-char *cfm_models__quote(char *buf, size_t size, const char *s, size_t len, size_t max)
+char *cfm_quote(char *buf, size_t size, const char *s, size_t len, size_t max)
 {
     static const char hex[] = "0123456789abcdef";
     static const char ellipsis[] = "\xe2\x80\xa6"; /* U+2026 */
@@ -76,14 +77,14 @@ enum cfm_err cfm_models__id_checkn(const char *s, size_t len, const char *what,
         return cfm_why_set(why, CFM_EINVAL, "%s is empty", what);
     if (len > CFM_MAX_ID)
         return cfm_why_set(why, CFM_EINVAL, "%s '%s' is longer than %d characters", what,
-                           cfm_models__quote(shown, sizeof shown, s, len, LONG_ID_SHOWN),
+                           cfm_quote(shown, sizeof shown, s, len, LONG_ID_SHOWN),
                            CFM_MAX_ID);
     for (i = 0; i < len; i++) {
         if (id_char((unsigned char)s[i]))
             continue;
         return cfm_why_set(why, CFM_EINVAL, "%s '%s' contains '%s' " ID_ALLOWED, what,
-                           cfm_models__quote(shown, sizeof shown, s, len, CFM_MAX_ID),
-                           cfm_models__quote(bad, sizeof bad, s + i, 1, 1));
+                           cfm_quote(shown, sizeof shown, s, len, CFM_MAX_ID),
+                           cfm_quote(bad, sizeof bad, s + i, 1, 1));
     }
     return CFM_OK;
 }

@@ -5,6 +5,7 @@
  * description lists its objects (sysdesc.c sorts by it).
  */
 #include "kind.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -66,7 +67,7 @@ enum cfm_err cfm_kind_parse(const char *name, enum cfm_kind *out, struct cfm_why
     if (!name)
         return cfm_why_set(why, CFM_EINVAL, "kind is missing (known: %s)", known);
     return cfm_why_set(why, CFM_EINVAL, "unknown kind '%s' (known: %s)",
-                       cfm_models__quote(shown, sizeof shown, name,
+                       cfm_quote(shown, sizeof shown, name,
                                          strnlen(name, CFM_MAX_ID + 1), CFM_MAX_ID),
                        known);
 }

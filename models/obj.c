@@ -9,6 +9,7 @@
  * no caller ever shares a body with an object.
  */
 #include "obj.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -146,7 +147,7 @@ static enum cfm_err check_keys(const json_t *json, struct cfm_why *why)
             ;
         if (i == sizeof keys / sizeof keys[0])
             return cfm_why_set(why, CFM_EINVAL, "unknown field '%s' (known: " ENVELOPE_KEYS ")",
-                               cfm_models__quote(shown, sizeof shown, key, strlen(key),
+                               cfm_quote(shown, sizeof shown, key, strlen(key),
                                                  SHOW_MAX));
     }
     return CFM_OK;

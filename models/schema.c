@@ -6,12 +6,13 @@
  * Every error names the field by its path ("procedures.dr.run_at",
  * "depends_on[1]"), built while descending; a path holds only field names
  * from the tables and keys already checked as IDs, and any untrusted text in
- * a message goes through cfm_models__quote. Declared kinds refuse unknown
+ * a message goes through cfm_quote. Declared kinds refuse unknown
  * fields at every level; runtime kinds check their listed fields only, so
  * procedures may add their own. docs/models.md describes the same schemas
  * for people: keep the two in step.
  */
 #include "schema.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,7 +113,7 @@ static void pop(struct vctx *c, size_t old)
 
 static const char *quote_json(char *buf, size_t size, const json_t *s)
 {
-    return cfm_models__quote(buf, size, json_string_value(s), json_string_length(s), SHOW_MAX);
+    return cfm_quote(buf, size, json_string_value(s), json_string_length(s), SHOW_MAX);
 }
 
 /* What a field must be, for "is required (...)" and "must be ...". */
@@ -295,7 +296,7 @@ static enum cfm_err check_fields(struct vctx *c, const json_t *obj, const struct
             continue;
         known_fields(s, known, sizeof known);
         return fail(c, "unknown field '%s' (known: %s)",
-                    cfm_models__quote(shown, sizeof shown, key, strlen(key), SHOW_MAX), known);
+                    cfm_quote(shown, sizeof shown, key, strlen(key), SHOW_MAX), known);
     }
     for (f = s->fields; f < s->fields + s->count; f++) {
         v = json_object_get(obj, f->name);

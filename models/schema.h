@@ -13,10 +13,6 @@
 #include "err.h"
 #include "kind.h"
 
-/* Writes into buf (size bytes, size >= 8) at most max bytes of s (len bytes,
- * may hold NULs) with every byte outside printable ASCII shown as \xNN, and
- * "…" when s was cut. Returns buf. Lets messages quote untrusted text. */
-char *cfm_models__quote(char *buf, size_t size, const char *s, size_t len, size_t max);
 
 /* cfm_id_check for a string of len bytes that may hold NULs (a JSON string
  * built in memory can): the same rules and messages. */

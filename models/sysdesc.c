@@ -11,6 +11,7 @@
  * the same list; references are resolved by binary search in that list.
  */
 #include "sysdesc.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,7 +224,7 @@ static enum cfm_err parse_json(const char *text, size_t len, json_t **root, stru
     *root = json_loadb(text ? text : "", text ? len : 0, JSON_REJECT_DUPLICATES, &jerr);
     if (!*root)
         return cfm_why_set(why, CFM_EINVAL, "line %d, column %d: %s", jerr.line, jerr.column,
-                           cfm_models__quote(shown, sizeof shown, jerr.text,
+                           cfm_quote(shown, sizeof shown, jerr.text,
                                              strnlen(jerr.text, sizeof jerr.text),
                                              sizeof jerr.text));
     if (!json_is_object(*root))

@@ -16,9 +16,10 @@
  * The one thing to know: data can make a small template expensive (nested
  * sections over arrays multiply), so besides the output cap every node
  * visited counts against CFM_TEMPLATE_MAX_STEPS. Names in messages go
- * through cfm_models__quote, as the template comes from users.
+ * through cfm_quote, as the template comes from users.
  */
 #include "template.h"
+#include "util.h"
 
 #include <assert.h>
 #include <stdbool.h>
@@ -130,7 +131,7 @@ static enum cfm_err add_node(struct parser *p, enum node_type type, size_t off, 
 
 static const char *quote(char *buf, size_t size, const char *s, size_t len)
 {
-    return cfm_models__quote(buf, size, s, len, SHOW_MAX);
+    return cfm_quote(buf, size, s, len, SHOW_MAX);
 }
 
 /* Checks a name: 1..CFM_TEMPLATE_MAX_NAME bytes, no blanks, control bytes or

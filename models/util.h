@@ -24,6 +24,11 @@ int64_t cfm_time_ms(void);
  * into milliseconds since the epoch. Returns CFM_EINVAL if malformed. */
 enum cfm_err cfm_time_parse(const char *text, int64_t *out_ms);
 
+/* Writes into buf (size bytes, size >= 8) at most max bytes of s (len bytes,
+ * may hold NULs) with every byte outside printable ASCII shown as \xNN, and
+ * "…" when s was cut. Returns buf. Lets messages quote untrusted text. */
+char *cfm_quote(char *buf, size_t size, const char *s, size_t len, size_t max);
+
 #define CFM_UUID_LEN 37
 /* Writes a random (version 4) UUID in lowercase hex with dashes. Returns
  * CFM_EIO when no randomness could be had. */

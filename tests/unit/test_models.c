@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "id.h"
+#include "util.h"
 #include "kind.h"
 #include "obj.h"
 #include "schema.h"
@@ -110,15 +111,15 @@ static void test_quote(void **state)
     char buf[64], tiny[10];
 
     (void)state;
-    assert_string_equal(cfm_models__quote(buf, sizeof buf, "plain", 5, 64), "plain");
-    assert_string_equal(cfm_models__quote(buf, sizeof buf, "abcdef", 6, 3),
+    assert_string_equal(cfm_quote(buf, sizeof buf, "plain", 5, 64), "plain");
+    assert_string_equal(cfm_quote(buf, sizeof buf, "abcdef", 6, 3),
                         "abc\xe2\x80\xa6");
-    assert_string_equal(cfm_models__quote(buf, sizeof buf, "\t\x7f\xff", 3, 64),
+    assert_string_equal(cfm_quote(buf, sizeof buf, "\t\x7f\xff", 3, 64),
                         "\\x09\\x7f\\xff");
     /* A small buffer cuts at a whole character and still says so. */
-    assert_string_equal(cfm_models__quote(tiny, sizeof tiny, "\x01\x02\x03", 3, 64),
+    assert_string_equal(cfm_quote(tiny, sizeof tiny, "\x01\x02\x03", 3, 64),
                         "\\x01\xe2\x80\xa6");
-    assert_string_equal(cfm_models__quote(tiny, sizeof tiny, NULL, 0, 64), "");
+    assert_string_equal(cfm_quote(tiny, sizeof tiny, NULL, 0, 64), "");
 }
 
 /* ---- kind.c -------------------------------------------------------------- */
