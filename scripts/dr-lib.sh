@@ -105,8 +105,16 @@ dr_public() {
         head -n 1
 }
 
-dr_http() { # URL: prints the body (fails on HTTP errors)
-    curl -sf --max-time 3 "$1"
+dr_http() { # URL: prints the body; on an HTTP error says which on stderr and fails
+    local out code
+    out=$(curl -s --max-time 3 -w '\n%{http_code}' "$1")
+    code=${out##*$'\n'}
+    out=${out%$'\n'*}
+    if [ "$code" != 200 ]; then
+        echo "GET $1: HTTP ${code:-none}: $out" >&2
+        return 1
+    fi
+    printf '%s\n' "$out"
 }
 
 # dr_kill_site SITE: kill -9 the site's manager, broker and every VM.

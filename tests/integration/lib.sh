@@ -38,6 +38,15 @@ cleanup() {
             echo "--- $(basename "$log") (last 40 lines)" >&2
             tail -n 40 "$log" >&2
         done
+        for log in "$TMP"/*/vms/*/disk/*.log; do # the services on the VMs
+            [ -f "$log" ] || continue
+            echo "--- ${log#"$TMP"/} (last 10 lines)" >&2
+            tail -n 10 "$log" >&2
+        done
+        if [ -n "${CFM_TEST_KEEP:-}" ]; then
+            echo "--- kept in $TMP (CFM_TEST_KEEP is set)" >&2
+            exit "$status"
+        fi
     fi
     rm -rf "$TMP"
     exit "$status"
