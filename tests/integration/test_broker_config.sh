@@ -67,7 +67,10 @@ as() {
 watch() {
     local name=$1 user=$2 site=$3 topic=$4
     : >"$TMP/$name.out"
-    as "$user" "$site" mosquitto_sub -q 1 -t "$topic" -v >>"$TMP/$name.out" 2>>"$TMP/$name.err" &
+    # Not through `as`: $! must be mosquitto_sub's pid, not a subshell's,
+    # or killing it leaves the subscriber running.
+    mosquitto_sub -V mqttv5 -p "${BROKER_PORT[$site]}" -u "$user" -P "$(pw "$user")" \
+        -q 1 -t "$topic" -v >>"$TMP/$name.out" 2>>"$TMP/$name.err" &
     PIDS[watch-$name]=$!
 }
 
