@@ -8,19 +8,18 @@
  * user_version and grown by the append-only `migrations` array below.
  *
  * The one thing a reader must know: every statement is prepared once, at
- * open, into st->stmt[], and every use ends with release() (reset and clear
+ * open, into st->stmt[], and every use ends with cfm_store__release() (reset and clear
  * bindings), so no statement stays busy between calls and values only ever
  * reach SQL as bound parameters. Text is bound SQLITE_STATIC: the caller's
- * strings outlive the step because release() runs before we return.
+ * strings outlive the step because cfm_store__release() runs before we return.
  * sqlite codes never leave this file: they become CFM_ESTORE with the
  * sqlite message in the log.
  */
-#include "store.h"
+#include "store_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,76 +52,37 @@ static const char *const migrations[] = {
     "CREATE TABLE seen_events("
     "  id TEXT PRIMARY KEY, system TEXT NOT NULL, type TEXT NOT NULL,"
     "  received TEXT NOT NULL);",
+    /* 1 -> 2: procedure runs not yet finished here, and their journal */
+    "CREATE TABLE runs("
+    "  id TEXT PRIMARY KEY, system TEXT NOT NULL, script TEXT NOT NULL,"
+    "  hash TEXT NOT NULL, event TEXT NOT NULL, started_ms INTEGER NOT NULL,"
+    "  deadline_ms INTEGER NOT NULL, state TEXT NOT NULL, note TEXT NOT NULL)"
+    "  WITHOUT ROWID;"
+    "CREATE TABLE journal("
+    "  run TEXT NOT NULL, seq INTEGER NOT NULL, what TEXT NOT NULL,"
+    "  at INTEGER NOT NULL, ord INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,"
+    "  result TEXT, error TEXT,"
+    "  PRIMARY KEY(run, seq)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
-/* The object columns, in the order row_to_obj() reads them. */
-#define OBJ_COLS "system, kind, id, version, origin, updated, deleted, body"
-#define OBJ_EACH(where) \
-    "SELECT " OBJ_COLS " FROM objects WHERE " where "(?3 OR deleted = 0)" \
-    " ORDER BY system, kind, id"
-
-/* Every statement of the store. The four OBJ_EACH_* variants must stay in
- * this order: cfm_store_each picks one by adding 1 for a system and 2 for a
- * kind, so each variant can use the primary key or the (kind, system) index. */
-#define STMTS(X)                                                                 \
-    X(BEGIN, "BEGIN IMMEDIATE")                                                  \
-    X(COMMIT, "COMMIT")                                                          \
-    X(ROLLBACK, "ROLLBACK")                                                      \
-    X(OBJ_GET, "SELECT " OBJ_COLS " FROM objects"                                \
-               " WHERE system = ?1 AND kind = ?2 AND id = ?3")                   \
-    X(OBJ_PUT, "INSERT OR REPLACE INTO objects(" OBJ_COLS ")"                    \
-               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")                       \
-    X(OBJ_EACH_ALL, OBJ_EACH(""))                                                \
-    X(OBJ_EACH_SYS, OBJ_EACH("system = ?1 AND "))                                \
-    X(OBJ_EACH_KIND, OBJ_EACH("kind = ?2 AND "))                                 \
-    X(OBJ_EACH_SYS_KIND, OBJ_EACH("system = ?1 AND kind = ?2 AND "))             \
-    X(OBJ_VERSIONS, "SELECT kind, id, version, origin, deleted FROM objects"      \
-                    " WHERE system = ?1 ORDER BY kind, id")                      \
-    X(CLOCK_GET, "SELECT value FROM meta WHERE key = 'clock'")                   \
-    X(CLOCK_SET, "INSERT OR REPLACE INTO meta(key, value) VALUES ('clock', ?1)") \
-    X(OUT_ADD, "INSERT INTO outbox(topic, payload, qos, retain, expiry)"         \
-               " VALUES (?1, ?2, ?3, ?4, ?5)")                                   \
-    X(OUT_REMOVE, "DELETE FROM outbox WHERE seq = ?1")                           \
-    X(OUT_EACH, "SELECT seq, topic, payload, qos, retain, expiry FROM outbox"    \
-                " ORDER BY seq")                                                 \
-    X(OUT_COUNT, "SELECT count(*) FROM outbox")                                  \
-    X(SITE_PUT, "INSERT OR REPLACE INTO sites(site, state, last_seen, status)"   \
-                " VALUES (?1, ?2, ?3, ?4)")                                      \
-    X(SITE_EACH, "SELECT site, state, last_seen, status FROM sites"              \
-                 " ORDER BY site")                                               \
-    X(EVENT_MARK, "INSERT OR IGNORE INTO seen_events(id, system, type, received)" \
-                  " VALUES (?1, ?2, ?3, ?4)")
-
-enum stmt_id {
-#define X(name, sql) STMT_##name,
-    STMTS(X)
-#undef X
-    STMT__COUNT
-};
-
-static const char *const stmt_sql[] = {
+const char *const cfm_store__sql[STMT__COUNT] = {
 #define X(name, sql) sql,
     STMTS(X)
 #undef X
 };
 
-struct cfm_store {
-    sqlite3 *db;                        /* owned */
-    sqlite3_stmt *stmt[STMT__COUNT];    /* owned; all prepared at open */
-};
-
 /* --- helpers ------------------------------------------------------------ */
 
 /* True when s is non-NULL and at most max bytes long. */
-static bool bounded(const char *s, size_t max)
+bool cfm_store__bounded(const char *s, size_t max)
 {
     return s && strnlen(s, max + 1) <= max;
 }
 
 /* Makes s ready for its next use. The reset's return code repeats the error
  * of the last step, which the caller has already handled, so it is dropped. */
-static void release(sqlite3_stmt *s)
+void cfm_store__release(sqlite3_stmt *s)
 {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
@@ -130,17 +90,17 @@ static void release(sqlite3_stmt *s)
 
 /* Logs the failed statement with sqlite's message (read before the reset,
  * which may overwrite it), releases the statement, returns CFM_ESTORE. */
-static enum cfm_err fail(struct cfm_store *st, enum stmt_id which)
+enum cfm_err cfm_store__fail(struct cfm_store *st, enum stmt_id which)
 {
-    cfm_error("store", "%s: %s", stmt_sql[which], sqlite3_errmsg(st->db));
-    release(st->stmt[which]);
+    cfm_error("store", "%s: %s", cfm_store__sql[which], sqlite3_errmsg(st->db));
+    cfm_store__release(st->stmt[which]);
     return CFM_ESTORE;
 }
 
 /* Binds parameters 1, 2, ... of s from types: 't' a const char * (NULL binds
  * SQL NULL), 'i' an int64_t, 'b' a const void * then a size_t (an empty blob,
  * never SQL NULL, when the size is 0). Values are bound SQLITE_STATIC: they
- * must live until release(s). Returns an sqlite code. */
+ * must live until cfm_store__release(s). Returns an sqlite code. */
 static int vbind(sqlite3_stmt *s, const char *types, va_list ap)
 {
     int rc = SQLITE_OK;
@@ -164,28 +124,28 @@ static int vbind(sqlite3_stmt *s, const char *types, va_list ap)
  * caller releases it. NULL (logged) when binding fails, or when the
  * statement is still running: a callback of an iteration calling the same
  * iteration again, whose reset would pull the rows from under the outer loop. */
-static sqlite3_stmt *query(struct cfm_store *st, enum stmt_id which, const char *types, ...)
+sqlite3_stmt *cfm_store__query(struct cfm_store *st, enum stmt_id which, const char *types, ...)
 {
     sqlite3_stmt *s = st->stmt[which];
     va_list ap;
     int rc;
 
     if (sqlite3_stmt_busy(s)) {
-        cfm_error("store", "%s: called again from its own callback", stmt_sql[which]);
+        cfm_error("store", "%s: called again from its own callback", cfm_store__sql[which]);
         return NULL;
     }
     va_start(ap, types);
     rc = vbind(s, types, ap);
     va_end(ap);
     if (rc != SQLITE_OK) {
-        fail(st, which);
+        cfm_store__fail(st, which);
         return NULL;
     }
     return s;
 }
 
 /* Binds and runs the cached statement `which`, which yields no row. */
-static enum cfm_err run(struct cfm_store *st, enum stmt_id which, const char *types, ...)
+enum cfm_err cfm_store__run(struct cfm_store *st, enum stmt_id which, const char *types, ...)
 {
     sqlite3_stmt *s = st->stmt[which];
     va_list ap;
@@ -197,8 +157,8 @@ static enum cfm_err run(struct cfm_store *st, enum stmt_id which, const char *ty
     if (rc == SQLITE_OK)
         rc = sqlite3_step(s);
     if (rc != SQLITE_DONE)
-        return fail(st, which);
-    release(s);
+        return cfm_store__fail(st, which);
+    cfm_store__release(s);
     return CFM_OK;
 }
 
@@ -239,7 +199,7 @@ static enum cfm_err row_to_obj(sqlite3_stmt *s, struct cfm_obj **out)
         return damaged(system, kname, id, "invalid system or object id");
     if (vtype != SQLITE_INTEGER || version < 0 || (uint64_t)version >= CFM_MAX_VERSION)
         return damaged(system, kname, id, "version is not an integer in range");
-    if (!bounded(origin, CFM_MAX_ID) || !bounded(updated, CFM_TIME_LEN - 1))
+    if (!cfm_store__bounded(origin, CFM_MAX_ID) || !cfm_store__bounded(updated, CFM_TIME_LEN - 1))
         return damaged(system, kname, id, "origin or updated too long");
     if ((size_t)sqlite3_column_bytes(s, 7) > CFM_MAX_BODY)
         return damaged(system, kname, id, "body larger than CFM_MAX_BODY");
@@ -367,9 +327,9 @@ enum cfm_err cfm_store_open(const char *path, struct cfm_store **out, struct cfm
     if (err == CFM_OK)
         err = migrate(st->db, path, why);
     for (int i = 0; err == CFM_OK && i < STMT__COUNT; i++) {
-        if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+        if (sqlite3_prepare_v3(st->db, cfm_store__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
                                NULL) != SQLITE_OK)
-            err = cfm_why_set(why, CFM_ESTORE, "preparing \"%s\" on %s: %s", stmt_sql[i], path,
+            err = cfm_why_set(why, CFM_ESTORE, "preparing \"%s\" on %s: %s", cfm_store__sql[i], path,
                               sqlite3_errmsg(st->db));
     }
     if (err != CFM_OK)
@@ -403,23 +363,67 @@ int cfm_store_schema_version(void)
 
 /* --- transactions ------------------------------------------------------- */
 
+/* Nested levels only count: the outermost begin and commit reach sqlite.
+ * A rollback at an inner level dooms the transaction: the outermost commit
+ * then rolls it back and fails. */
 enum cfm_err cfm_store_begin(struct cfm_store *st)
 {
-    return st ? run(st, STMT_BEGIN, "") : CFM_EINVAL;
+    enum cfm_err err;
+
+    if (!st)
+        return CFM_EINVAL;
+    if (st->depth > 0) {
+        st->depth++;
+        return st->doomed ? CFM_ESTORE : CFM_OK;
+    }
+    err = cfm_store__run(st, STMT_BEGIN, "");
+    if (err == CFM_OK) {
+        st->depth = 1;
+        st->doomed = false;
+    }
+    return err;
 }
 
 enum cfm_err cfm_store_commit(struct cfm_store *st)
 {
-    return st ? run(st, STMT_COMMIT, "") : CFM_EINVAL;
+    enum cfm_err err;
+
+    if (!st || st->depth == 0)
+        return CFM_EINVAL;
+    if (--st->depth > 0)
+        return st->doomed ? CFM_ESTORE : CFM_OK;
+    if (st->doomed) {
+        st->doomed = false;
+        cfm_store__run(st, STMT_ROLLBACK, "");
+        return CFM_ESTORE;
+    }
+    err = cfm_store__run(st, STMT_COMMIT, "");
+    if (err != CFM_OK && !sqlite3_get_autocommit(st->db))
+        cfm_store__run(st, STMT_ROLLBACK, "");
+    return err;
 }
 
 void cfm_store_rollback(struct cfm_store *st)
 {
-    if (!st || sqlite3_get_autocommit(st->db))
+    if (!st)
         return;
-    /* A failure is logged by run(); a void function can do no more, and
-     * sqlite rolls an open transaction back when the connection closes. */
-    run(st, STMT_ROLLBACK, "");
+    if (st->depth > 1) {
+        st->depth--;
+        st->doomed = true;
+        return;
+    }
+    st->depth = 0;
+    st->doomed = false;
+    /* A failure is logged by cfm_store__run(); a void function can do no
+     * more, and sqlite rolls an open transaction back when the connection
+     * closes. */
+    if (!sqlite3_get_autocommit(st->db))
+        cfm_store__run(st, STMT_ROLLBACK, "");
+}
+
+bool cfm_store_in_txn(const struct cfm_store *st)
+{
+    return st && st->depth > 0;
 }
 
 /* --- model objects ------------------------------------------------------ */
@@ -436,16 +440,16 @@ enum cfm_err cfm_store_get(struct cfm_store *st, const char *system, enum cfm_ki
     *out = NULL;
     if (!st || !cfm_id_valid(system) || !cfm_id_valid(id) || (unsigned)kind >= CFM_KIND__COUNT)
         return CFM_EINVAL;
-    s = query(st, STMT_OBJ_GET, "ttt", system, cfm_kind_name(kind), id);
+    s = cfm_store__query(st, STMT_OBJ_GET, "ttt", system, cfm_kind_name(kind), id);
     if (!s)
         return CFM_ESTORE;
     rc = sqlite3_step(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(st, STMT_OBJ_GET);
+        return cfm_store__fail(st, STMT_OBJ_GET);
     /* A damaged row reads as absent, as in cfm_store_each, so a newer
      * replica copy can replace it instead of wedging every later write. */
     err = rc == SQLITE_DONE ? CFM_ENOTFOUND : row_to_obj(s, out);
-    release(s);
+    cfm_store__release(s);
     return err == CFM_EINVAL ? CFM_ENOTFOUND : err;
 }
 
@@ -456,7 +460,7 @@ enum cfm_err cfm_store_put(struct cfm_store *st, const struct cfm_obj *obj)
 
     if (!st || !obj || (unsigned)obj->kind >= CFM_KIND__COUNT || !json_is_object(obj->body) ||
         !cfm_id_valid(obj->system) || !cfm_id_valid(obj->id) ||
-        !bounded(obj->origin, CFM_MAX_ID) || !bounded(obj->updated, CFM_TIME_LEN - 1) ||
+        !cfm_store__bounded(obj->origin, CFM_MAX_ID) || !cfm_store__bounded(obj->updated, CFM_TIME_LEN - 1) ||
         obj->version >= CFM_MAX_VERSION)
         return CFM_EINVAL;
     body = json_dumps(obj->body, JSON_COMPACT | JSON_SORT_KEYS);
@@ -465,7 +469,7 @@ enum cfm_err cfm_store_put(struct cfm_store *st, const struct cfm_obj *obj)
     if (strlen(body) > CFM_MAX_BODY)
         err = CFM_ETOOBIG;
     else
-        err = run(st, STMT_OBJ_PUT, "tttittit", obj->system, cfm_kind_name(obj->kind), obj->id,
+        err = cfm_store__run(st, STMT_OBJ_PUT, "tttittit", obj->system, cfm_kind_name(obj->kind), obj->id,
                   (int64_t)obj->version, obj->origin, obj->updated, (int64_t)obj->deleted, body);
     free(body);
     return err;
@@ -491,7 +495,7 @@ enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter 
     which = STMT_OBJ_EACH_ALL + (f->system ? 1 : 0) + (kname ? 2 : 0);
     /* The variants number their parameters alike, so all three are bound;
      * an absent filter field is bound NULL and unused. */
-    s = query(st, which, "tti", f->system, kname, (int64_t)f->include_deleted);
+    s = cfm_store__query(st, which, "tti", f->system, kname, (int64_t)f->include_deleted);
     if (!s)
         return CFM_ESTORE;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -511,8 +515,8 @@ enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter 
             break;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(st, which);
-    release(s);
+        return cfm_store__fail(st, which);
+    cfm_store__release(s);
     return err;
 }
 
@@ -525,7 +529,7 @@ enum cfm_err cfm_store_versions(struct cfm_store *st, const char *system,
 
     if (!st || !fn || !cfm_id_valid(system))
         return CFM_EINVAL;
-    s = query(st, STMT_OBJ_VERSIONS, "t", system);
+    s = cfm_store__query(st, STMT_OBJ_VERSIONS, "t", system);
     if (!s)
         return CFM_ESTORE;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -544,8 +548,8 @@ enum cfm_err cfm_store_versions(struct cfm_store *st, const char *system,
             break;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(st, STMT_OBJ_VERSIONS);
-    release(s);
+        return cfm_store__fail(st, STMT_OBJ_VERSIONS);
+    cfm_store__release(s);
     return CFM_OK;
 }
 
@@ -577,18 +581,18 @@ enum cfm_err cfm_store_clock_get(struct cfm_store *st, uint64_t *out)
     if (!st || !out)
         return CFM_EINVAL;
     *out = 0;
-    s = query(st, STMT_CLOCK_GET, "");
+    s = cfm_store__query(st, STMT_CLOCK_GET, "");
     if (!s)
         return CFM_ESTORE;
     rc = sqlite3_step(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(st, STMT_CLOCK_GET);
+        return cfm_store__fail(st, STMT_CLOCK_GET);
     text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : "0";
     if (!parse_clock(text, out)) {
         cfm_error("store", "the stored clock \"%s\" is not a valid time", text ? text : "");
         err = CFM_ESTORE;
     }
-    release(s);
+    cfm_store__release(s);
     return err;
 }
 
@@ -600,7 +604,7 @@ enum cfm_err cfm_store_clock_set(struct cfm_store *st, uint64_t value)
     if (!st || value >= CFM_MAX_VERSION)
         return CFM_EINVAL;
     snprintf(text, sizeof text, "%" PRIu64, value);
-    return run(st, STMT_CLOCK_SET, "t", text);
+    return cfm_store__run(st, STMT_CLOCK_SET, "t", text);
 }
 
 /* --- outbox ------------------------------------------------------------- */
@@ -610,12 +614,12 @@ enum cfm_err cfm_store_outbox_add(struct cfm_store *st, const struct cfm_outmsg 
 {
     enum cfm_err err;
 
-    if (!st || !msg || !bounded(msg->topic, CFM_MAX_TOPIC) || !*msg->topic ||
+    if (!st || !msg || !cfm_store__bounded(msg->topic, CFM_MAX_TOPIC) || !*msg->topic ||
         (msg->len && !msg->payload) || msg->qos < 0 || msg->qos > 2)
         return CFM_EINVAL;
     if (msg->len > CFM_MAX_PAYLOAD)
         return CFM_ETOOBIG;
-    err = run(st, STMT_OUT_ADD, "tbiii", msg->topic, msg->payload, msg->len, (int64_t)msg->qos,
+    err = cfm_store__run(st, STMT_OUT_ADD, "tbiii", msg->topic, msg->payload, msg->len, (int64_t)msg->qos,
               (int64_t)msg->retain, (int64_t)msg->expiry_s);
     /* seq is the rowid: AUTOINCREMENT never hands out a seq again. */
     if (err == CFM_OK && seq_out)
@@ -625,7 +629,7 @@ enum cfm_err cfm_store_outbox_add(struct cfm_store *st, const struct cfm_outmsg 
 
 enum cfm_err cfm_store_outbox_remove(struct cfm_store *st, int64_t seq)
 {
-    return st ? run(st, STMT_OUT_REMOVE, "i", seq) : CFM_EINVAL;
+    return st ? cfm_store__run(st, STMT_OUT_REMOVE, "i", seq) : CFM_EINVAL;
 }
 
 enum cfm_err cfm_store_outbox_each(struct cfm_store *st, cfm_store_outbox_fn fn, void *arg)
@@ -636,7 +640,7 @@ enum cfm_err cfm_store_outbox_each(struct cfm_store *st, cfm_store_outbox_fn fn,
 
     if (!st || !fn)
         return CFM_EINVAL;
-    s = query(st, STMT_OUT_EACH, "");
+    s = cfm_store__query(st, STMT_OUT_EACH, "");
     if (!s)
         return CFM_ESTORE;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -663,8 +667,8 @@ enum cfm_err cfm_store_outbox_each(struct cfm_store *st, cfm_store_outbox_fn fn,
             break;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(st, STMT_OUT_EACH);
-    release(s);
+        return cfm_store__fail(st, STMT_OUT_EACH);
+    cfm_store__release(s);
     return err;
 }
 
@@ -674,13 +678,13 @@ enum cfm_err cfm_store_outbox_count(struct cfm_store *st, int64_t *out)
 
     if (!st || !out)
         return CFM_EINVAL;
-    s = query(st, STMT_OUT_COUNT, "");
+    s = cfm_store__query(st, STMT_OUT_COUNT, "");
     if (!s)
         return CFM_ESTORE;
     if (sqlite3_step(s) != SQLITE_ROW)
-        return fail(st, STMT_OUT_COUNT);
+        return cfm_store__fail(st, STMT_OUT_COUNT);
     *out = sqlite3_column_int64(s, 0);
-    release(s);
+    cfm_store__release(s);
     return CFM_OK;
 }
 
@@ -688,12 +692,12 @@ enum cfm_err cfm_store_outbox_count(struct cfm_store *st, int64_t *out)
 
 enum cfm_err cfm_store_site_put(struct cfm_store *st, const struct cfm_site_rec *rec)
 {
-    if (!st || !rec || !cfm_id_valid(rec->site) || !bounded(rec->state, CFM_MAX_ID) ||
-        !bounded(rec->last_seen, CFM_TIME_LEN - 1) || !rec->status)
+    if (!st || !rec || !cfm_id_valid(rec->site) || !cfm_store__bounded(rec->state, CFM_MAX_ID) ||
+        !cfm_store__bounded(rec->last_seen, CFM_TIME_LEN - 1) || !rec->status)
         return CFM_EINVAL;
-    if (!bounded(rec->status, CFM_MAX_PAYLOAD))
+    if (!cfm_store__bounded(rec->status, CFM_MAX_PAYLOAD))
         return CFM_ETOOBIG;
-    return run(st, STMT_SITE_PUT, "tttt", rec->site, rec->state, rec->last_seen, rec->status);
+    return cfm_store__run(st, STMT_SITE_PUT, "tttt", rec->site, rec->state, rec->last_seen, rec->status);
 }
 
 enum cfm_err cfm_store_site_each(struct cfm_store *st, cfm_store_site_fn fn, void *arg)
@@ -704,7 +708,7 @@ enum cfm_err cfm_store_site_each(struct cfm_store *st, cfm_store_site_fn fn, voi
 
     if (!st || !fn)
         return CFM_EINVAL;
-    s = query(st, STMT_SITE_EACH, "");
+    s = cfm_store__query(st, STMT_SITE_EACH, "");
     if (!s)
         return CFM_ESTORE;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -723,8 +727,8 @@ enum cfm_err cfm_store_site_each(struct cfm_store *st, cfm_store_site_fn fn, voi
             break;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(st, STMT_SITE_EACH);
-    release(s);
+        return cfm_store__fail(st, STMT_SITE_EACH);
+    cfm_store__release(s);
     return err;
 }
 
@@ -737,10 +741,10 @@ enum cfm_err cfm_store_event_mark(struct cfm_store *st, const char *id, const ch
     enum cfm_err err;
 
     if (!st || !already || !cfm_id_valid(id) || !cfm_id_valid(system) ||
-        !bounded(type, CFM_MAX_ID))
+        !cfm_store__bounded(type, CFM_MAX_ID))
         return CFM_EINVAL;
     cfm_time_now(now);
-    err = run(st, STMT_EVENT_MARK, "tttt", id, system, type, now);
+    err = cfm_store__run(st, STMT_EVENT_MARK, "tttt", id, system, type, now);
     /* INSERT OR IGNORE changed nothing: the id was there before. */
     if (err == CFM_OK)
         *already = sqlite3_changes(st->db) == 0;

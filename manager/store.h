@@ -33,11 +33,18 @@ void cfm_store_close(struct cfm_store *st);
 /* The schema version this build writes. */
 int cfm_store_schema_version(void);
 
-/* Transactions (not nested): BEGIN IMMEDIATE / COMMIT / ROLLBACK.
- * rollback is NULL-safe and harmless outside a transaction. */
+/* Transactions: BEGIN IMMEDIATE / COMMIT / ROLLBACK. They nest: only the
+ * outermost begin and commit reach sqlite, so a caller can make one
+ * transaction of several writes that each begin and commit their own. A
+ * rollback at an inner level dooms the whole transaction (the outermost
+ * commit rolls back and fails). rollback is NULL-safe and harmless outside
+ * a transaction. */
 enum cfm_err cfm_store_begin(struct cfm_store *st);
 enum cfm_err cfm_store_commit(struct cfm_store *st);
 void cfm_store_rollback(struct cfm_store *st);
+
+/* True inside a transaction (a commit now would not be the outermost). */
+bool cfm_store_in_txn(const struct cfm_store *st);
 
 /* --- model objects ---------------------------------------------------- */
 
@@ -143,5 +150,57 @@ enum cfm_err cfm_store_site_each(struct cfm_store *st, cfm_store_site_fn fn, voi
  * when the id was recorded before. */
 enum cfm_err cfm_store_event_mark(struct cfm_store *st, const char *id, const char *system,
                                   const char *type, bool *already);
+
+/* --- procedure runs not finished here, and their journal (store_runs.c) --
+ *
+ * A run's row is written when it starts and deleted (with its journal)
+ * when it ends; what is left at start-up are the runs to replay. */
+
+struct cfm_run_rec {
+    const char *id;
+    const char *system;
+    const char *script;
+    const char *hash;        /* SHA-256 (hex) of the script when the run began */
+    const char *event;       /* the triggering event, JSON text */
+    int64_t started_ms;
+    int64_t deadline_ms;     /* the run fails at this time (ms since the epoch) */
+    const char *state;       /* "active", or "changed": its procedure changed */
+    const char *note;        /* why it is not active, or "" */
+};
+
+enum cfm_err cfm_store_run_put(struct cfm_store *st, const struct cfm_run_rec *rec);
+enum cfm_err cfm_store_run_set_state(struct cfm_store *st, const char *id, const char *state,
+                                     const char *note);
+/* Deletes the run's row and its journal. Deleting an absent run is OK. */
+enum cfm_err cfm_store_run_delete(struct cfm_store *st, const char *id);
+
+/* Visits every run row (strings valid only during fn) in start order;
+ * return false to stop. */
+typedef bool (*cfm_store_run_fn)(void *arg, const struct cfm_run_rec *rec);
+enum cfm_err cfm_store_run_each(struct cfm_store *st, cfm_store_run_fn fn, void *arg);
+
+/* Calls fn with the row of run id; CFM_ENOTFOUND when there is none. */
+enum cfm_err cfm_store_run_get(struct cfm_store *st, const char *id, cfm_store_run_fn fn,
+                               void *arg);
+
+/* One journal row: API call seq of a run, and what it returned. */
+struct cfm_journal_row {
+    const char *run;
+    int64_t seq;
+    const char *what;        /* the call, e.g. "run_vm small" */
+    int64_t at;              /* resumes of the run before its result was handed over; -1: at once */
+    int64_t ord;             /* the order in which results were handed over; 0: at once */
+    int64_t deadline_ms;     /* a wait still pending: when it times out; else 0 */
+    const char *result;      /* JSON array of the results; NULL while pending or on error */
+    const char *error;       /* the error raised, or NULL */
+};
+
+/* Inserts or replaces the row (run, seq). */
+enum cfm_err cfm_store_journal_put(struct cfm_store *st, const struct cfm_journal_row *row);
+
+/* Visits the journal of run in seq order (strings valid only during fn). */
+typedef bool (*cfm_store_journal_fn)(void *arg, const struct cfm_journal_row *row);
+enum cfm_err cfm_store_journal_each(struct cfm_store *st, const char *run,
+                                    cfm_store_journal_fn fn, void *arg);
 
 #endif

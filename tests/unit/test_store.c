@@ -152,7 +152,7 @@ static void test_open_creates_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(s, 0),
-                        "meta objects objects_kind_system outbox seen_events sites");
+                        "journal meta objects objects_kind_system outbox runs seen_events sites");
     sqlite3_finalize(s);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
@@ -495,14 +495,128 @@ static void test_commit_keeps_put(void **state)
     struct cfm_obj *got = NULL;
 
     assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
-    /* Not nested: a second begin fails and leaves the first one open. */
-    assert_int_equal(cfm_store_begin(fx->st), CFM_ESTORE);
+    /* Nested: only the outermost commit reaches sqlite. */
+    assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
     put(fx->st, CFM_KIND_VM_CLASS, "shop", "small", false);
     assert_int_equal(cfm_store_commit(fx->st), CFM_OK);
-    assert_int_equal(cfm_store_commit(fx->st), CFM_ESTORE);
+    assert_true(cfm_store_in_txn(fx->st));
+    assert_int_equal(cfm_store_commit(fx->st), CFM_OK);
+    assert_false(cfm_store_in_txn(fx->st));
+    assert_int_equal(cfm_store_commit(fx->st), CFM_EINVAL); /* nothing open */
     reopen(fx);
     assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "small", &got), CFM_OK);
     cfm_obj_free(got);
+}
+
+static void test_inner_rollback_dooms_outer(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_obj *got = NULL;
+
+    assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
+    put(fx->st, CFM_KIND_VM_CLASS, "shop", "outer", false);
+    assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
+    put(fx->st, CFM_KIND_VM_CLASS, "shop", "inner", false);
+    cfm_store_rollback(fx->st);
+    /* The outer level goes on inside the doomed transaction ... */
+    assert_true(cfm_store_in_txn(fx->st));
+    assert_int_equal(cfm_store_begin(fx->st), CFM_ESTORE);
+    assert_int_equal(cfm_store_commit(fx->st), CFM_ESTORE);
+    /* ... and its commit rolls everything back and fails. */
+    assert_int_equal(cfm_store_commit(fx->st), CFM_ESTORE);
+    assert_false(cfm_store_in_txn(fx->st));
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "outer", &got),
+                     CFM_ENOTFOUND);
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "inner", &got),
+                     CFM_ENOTFOUND);
+    /* A new transaction works again. */
+    assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
+    put(fx->st, CFM_KIND_VM_CLASS, "shop", "after", false);
+    assert_int_equal(cfm_store_commit(fx->st), CFM_OK);
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "after", &got), CFM_OK);
+    cfm_obj_free(got);
+}
+
+/* --- runs and their journal ------------------------------------------- */
+
+struct runs_seen {
+    char text[512];
+};
+
+static bool on_run(void *arg, const struct cfm_run_rec *rec)
+{
+    struct runs_seen *rs = arg;
+    size_t n = strlen(rs->text);
+
+    snprintf(rs->text + n, sizeof rs->text - n, "%s%s:%s:%s:%lld:%s", n ? " " : "", rec->id,
+             rec->script, rec->state, (long long)rec->deadline_ms, rec->note);
+    return true;
+}
+
+static bool on_row(void *arg, const struct cfm_journal_row *row)
+{
+    struct runs_seen *rs = arg;
+    size_t n = strlen(rs->text);
+
+    snprintf(rs->text + n, sizeof rs->text - n, "%s%lld:%s:%lld:%lld:%s:%s", n ? " " : "",
+             (long long)row->seq, row->what, (long long)row->at, (long long)row->ord,
+             row->result ? row->result : "-", row->error ? row->error : "-");
+    return true;
+}
+
+static void test_runs_and_journal(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_run_rec rec = {.id = "run-1", .system = "shop", .script = "dr.lua",
+                              .hash = "abc", .event = "{}", .started_ms = 10,
+                              .deadline_ms = 99, .state = "active", .note = ""};
+    struct cfm_journal_row r2 = {.run = "run-1", .seq = 2, .what = "run_vm small", .at = 3,
+                                 .ord = 1, .result = "[{\"id\":\"vm-1\"}]"};
+    struct cfm_journal_row r1 = {.run = "run-1", .seq = 1, .what = "cfm.now_ms", .at = -1,
+                                 .result = "[5]"};
+    struct cfm_journal_row other = {.run = "run-2", .seq = 1, .what = "sleep 1", .at = -1,
+                                    .deadline_ms = 7};
+    struct runs_seen seen = {""};
+
+    assert_int_equal(cfm_store_run_put(fx->st, &rec), CFM_OK);
+    rec.id = "run-2";
+    rec.started_ms = 20;
+    assert_int_equal(cfm_store_run_put(fx->st, &rec), CFM_OK);
+    assert_int_equal(cfm_store_journal_put(fx->st, &r2), CFM_OK);
+    assert_int_equal(cfm_store_journal_put(fx->st, &r1), CFM_OK);
+    assert_int_equal(cfm_store_journal_put(fx->st, &other), CFM_OK);
+    reopen(fx);
+    assert_int_equal(cfm_store_run_each(fx->st, on_run, &seen), CFM_OK);
+    assert_string_equal(seen.text, "run-1:dr.lua:active:99: run-2:dr.lua:active:99:");
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cfm_store_journal_each(fx->st, "run-1", on_row, &seen), CFM_OK);
+    assert_string_equal(seen.text,
+                        "1:cfm.now_ms:-1:0:[5]:- 2:run_vm small:3:1:[{\"id\":\"vm-1\"}]:-");
+    /* A wait's pending row is replaced by its result. */
+    other.at = 4;
+    other.ord = 2;
+    other.deadline_ms = 0;
+    other.result = "[]";
+    assert_int_equal(cfm_store_journal_put(fx->st, &other), CFM_OK);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cfm_store_journal_each(fx->st, "run-2", on_row, &seen), CFM_OK);
+    assert_string_equal(seen.text, "1:sleep 1:4:2:[]:-");
+    /* State changes; delete takes the journal along. */
+    assert_int_equal(cfm_store_run_set_state(fx->st, "run-2", "changed", "dr.lua changed"),
+                     CFM_OK);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cfm_store_run_get(fx->st, "run-2", on_run, &seen), CFM_OK);
+    assert_string_equal(seen.text, "run-2:dr.lua:changed:99:dr.lua changed");
+    assert_int_equal(cfm_store_run_delete(fx->st, "run-1"), CFM_OK);
+    assert_int_equal(cfm_store_run_get(fx->st, "run-1", on_run, &seen), CFM_ENOTFOUND);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(cfm_store_journal_each(fx->st, "run-1", on_row, &seen), CFM_OK);
+    assert_string_equal(seen.text, "");
+    /* Bad input is refused, not stored. */
+    rec.id = "a/b";
+    assert_int_equal(cfm_store_run_put(fx->st, &rec), CFM_EINVAL);
+    r1.seq = 0;
+    assert_int_equal(cfm_store_journal_put(fx->st, &r1), CFM_EINVAL);
 }
 
 /* --- outbox ------------------------------------------------------------- */
@@ -723,6 +837,8 @@ int main(void)
         T(test_clock_persists),
         T(test_rollback_undoes_put),
         T(test_commit_keeps_put),
+        T(test_inner_rollback_dooms_outer),
+        T(test_runs_and_journal),
         T(test_outbox_order_remove_count),
         T(test_outbox_binary_survives_reopen),
         T(test_outbox_survives_crash),
