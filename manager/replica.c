@@ -35,6 +35,10 @@ struct cfm_replica {
     void *arg;
     int64_t *inflight;  /* mid -> outbox seq; 0 = free */
     size_t pending;
+    /* Messages committed inside an enclosing transaction (cfm_replica_begin):
+     * sent when it commits, dropped when it rolls back. */
+    struct cfm_outmsg *deferred;
+    size_t ndeferred, cap_deferred;
 };
 
 static void publish_row(struct cfm_replica *r, const struct cfm_outmsg *m)
@@ -61,6 +65,70 @@ static void publish_row(struct cfm_replica *r, const struct cfm_outmsg *m)
     if (r->inflight[mid] == 0)
         r->pending++;
     r->inflight[mid] = m->seq;
+}
+
+static void drop_deferred(struct cfm_replica *r)
+{
+    for (size_t i = 0; i < r->ndeferred; i++) {
+        free((char *)r->deferred[i].topic);
+        free((void *)r->deferred[i].payload);
+    }
+    r->ndeferred = 0;
+}
+
+/* Sends a message whose outbox row is written: now, or when the enclosing
+ * transaction commits (the row may yet be rolled back). */
+static void send_row(struct cfm_replica *r, const struct cfm_outmsg *m)
+{
+    struct cfm_outmsg *d;
+
+    if (!cfm_store_in_txn(r->st)) {
+        publish_row(r, m);
+        return;
+    }
+    if (r->ndeferred == r->cap_deferred) {
+        size_t cap = r->cap_deferred ? 2 * r->cap_deferred : 8;
+        struct cfm_outmsg *p = realloc(r->deferred, cap * sizeof *p);
+        if (!p)
+            return; /* stays in the outbox: the next start sends it */
+        r->deferred = p;
+        r->cap_deferred = cap;
+    }
+    d = &r->deferred[r->ndeferred];
+    *d = *m;
+    d->topic = strdup(m->topic);
+    d->payload = malloc(m->len ? m->len : 1);
+    if (!d->topic || !d->payload) {
+        free((char *)d->topic);
+        free((void *)d->payload);
+        return;
+    }
+    memcpy((void *)d->payload, m->payload, m->len);
+    r->ndeferred++;
+}
+
+enum cfm_err cfm_replica_begin(struct cfm_replica *r)
+{
+    return cfm_store_begin(r->st);
+}
+
+enum cfm_err cfm_replica_commit(struct cfm_replica *r)
+{
+    enum cfm_err err = cfm_store_commit(r->st);
+
+    if (cfm_store_in_txn(r->st))
+        return err;
+    for (size_t i = 0; err == CFM_OK && i < r->ndeferred; i++)
+        publish_row(r, &r->deferred[i]);
+    drop_deferred(r);
+    return err;
+}
+
+void cfm_replica_rollback(struct cfm_replica *r)
+{
+    cfm_store_rollback(r->st);
+    if (!cfm_store_in_txn(r->st))
+        drop_deferred(r);
 }
 
 static bool republish(void *arg, const struct cfm_outmsg *m)
@@ -100,6 +168,8 @@ void cfm_replica_free(struct cfm_replica *r)
 {
     if (!r)
         return;
+    drop_deferred(r);
+    free(r->deferred);
     free(r->inflight);
     free(r);
 }
@@ -202,9 +272,9 @@ enum cfm_err cfm_replica_write(struct cfm_replica *r, struct cfm_obj *const *obj
         goto out;
     }
     r->clock = clock;
-    /* The rows are durable now; send them. */
+    /* The rows are durable now (or will be with the enclosing transaction); send them. */
     for (size_t i = 0; i < n; i++)
-        publish_row(r, &q[i].msg);
+        send_row(r, &q[i].msg);
     for (size_t i = 0; i < n; i++)
         if (objs[i]->kind == CFM_KIND_BUSINESS_SYSTEM && r->on_system)
             r->on_system(r->arg, objs[i]);
@@ -228,7 +298,7 @@ enum cfm_err cfm_replica_publish(struct cfm_replica *r, const char *topic, const
         return CFM_ETOOBIG;
     err = cfm_store_outbox_add(r->st, &m, &m.seq);
     if (err == CFM_OK)
-        publish_row(r, &m);
+        send_row(r, &m);
     return err;
 }
 

@@ -63,6 +63,13 @@ void cfm_replica_on_obj(struct cfm_replica *r, const struct cfm_topic *t, const 
 enum cfm_err cfm_replica_publish(struct cfm_replica *r, const char *topic, const char *text,
                                  size_t len, bool retain);
 
+/* Makes one transaction of the writes and publishes until the matching
+ * commit (nestable): their messages are sent only once it has committed,
+ * and dropped with a rollback. */
+enum cfm_err cfm_replica_begin(struct cfm_replica *r);
+enum cfm_err cfm_replica_commit(struct cfm_replica *r);
+void cfm_replica_rollback(struct cfm_replica *r);
+
 /* The broker acknowledged publish mid. */
 void cfm_replica_on_ack(struct cfm_replica *r, int mid, bool ok);
 
