@@ -47,6 +47,8 @@ static const char usage[] =
     "  runs show RUN                 one run, with its log\n"
     "  runs wait RUN [--timeout S]   until the run ends; exit 0 if it succeeded\n"
     "  runs cancel RUN               cancel a run, at whichever site runs it\n"
+    "  runs resume RUN [--force]     replay a run stopped because its procedure changed\n"
+    "                                (--force: against the new text)\n"
     "  procedure check FILE          compile a procedure without loading a system\n"
     "  vms list [--site S] [--system ID]   VMs of every site (from the replicated model)\n"
     "  ping                          ask the site's manager whether it is there\n"
@@ -725,27 +727,50 @@ static int cmd_runs_show(struct ctl *c, const char *id)
     return 0;
 }
 
-static int cmd_runs_cancel(struct ctl *c, const char *id)
+/* Sends op about run id to the manager of the site that runs it (from the
+ * run's record): a fresh connection to that site. Returns the answer. */
+static json_t *at_run_site(struct ctl *c, const char *id, const char *op, json_t *args,
+                           char *site, size_t site_len)
 {
     json_t *run = request(c, "runs.show", json_pack("{s:s}", "id", id)), *res;
     struct ctl other;
-    const char *site = str(run, "site");
 
-    /* Cancel where it runs: a fresh connection to that site's manager. */
+    snprintf(site, site_len, "%s", str(run, "site"));
+    json_decref(run);
     other = *c;
     other.mosq = NULL;
     other.connected = other.subscribed = other.answered = false;
     other.answer = NULL;
     other.site = site;
-    res = request(&other, "runs.cancel", json_pack("{s:s}", "id", id));
-    printf("run %s cancelled at %s\n", id, site);
-    json_decref(res);
-    json_decref(run);
+    res = request(&other, op, args);
     if (other.mosq) {
         mosquitto_disconnect(other.mosq);
         mosquitto_destroy(other.mosq);
     }
     free(other.answer);
+    return res;
+}
+
+static int cmd_runs_cancel(struct ctl *c, const char *id)
+{
+    char site[CFM_MAX_ID + 1];
+    json_t *res = at_run_site(c, id, "runs.cancel", json_pack("{s:s}", "id", id), site,
+                              sizeof site);
+
+    printf("run %s cancelled at %s\n", id, site);
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_runs_resume(struct ctl *c, const char *id, bool force)
+{
+    char site[CFM_MAX_ID + 1];
+    json_t *res = at_run_site(c, id, "runs.resume",
+                              json_pack("{s:s, s:b}", "id", id, "force", force), site,
+                              sizeof site);
+
+    printf("run %s resumed at %s%s\n", id, site, force ? " (forced)" : "");
+    json_decref(res);
     return 0;
 }
 
@@ -852,6 +877,10 @@ int main(int argc, char **argv)
         rc = cmd_runs_wait(&c, argv[2], parse_timeout(argc - 3, argv + 3, 300));
     else if (IS(3, "runs", "cancel") && argc == 3)
         rc = cmd_runs_cancel(&c, argv[2]);
+    else if (IS(3, "runs", "resume") && argc == 3)
+        rc = cmd_runs_resume(&c, argv[2], false);
+    else if (IS(3, "runs", "resume") && argc == 4 && strcmp(argv[3], "--force") == 0)
+        rc = cmd_runs_resume(&c, argv[2], true);
     else if (IS(3, "procedure", "check") && argc == 3)
         rc = cmd_procedure_check(argv[2]);
     else if (argc == 1 && strcmp(argv[0], "ping") == 0)

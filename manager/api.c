@@ -10,6 +10,8 @@
 #include "api.h"
 
 #include <lauxlib.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,37 +56,77 @@ static const char *check_id(lua_State *L, int idx, const char *what)
     return s;
 }
 
+/* The id of the event a run publishes with call seq: a UUID-shaped digest
+ * of (run, seq), so an event published again by a replay keeps its id and
+ * consumers drop it as a duplicate. */
+static void derived_event_id(const char *run, uint64_t seq, char out[CFM_UUID_LEN])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char in[CFM_MAX_ID + 32], hex[33];
+    int n = snprintf(in, sizeof in, "%s:%llu", run, (unsigned long long)seq);
+
+    EVP_Digest(in, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    snprintf(out, CFM_UUID_LEN, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+}
+
+/* Journals results (stolen) of call seq inside the current transaction. */
+static void record(lua_State *L, uint64_t seq, const char *what, json_t *results)
+{
+    cfm_engine_call_record(L, seq, what, results, NULL);
+    json_decref(results);
+}
+
 /* publish_cloud_event(system, type, payload) -> event id */
 static int l_publish_cloud_event(lua_State *L)
 {
     struct cfm_api_ctx *ctx = ctx_of(L);
     const char *system = check_id(L, 1, "system"), *type = check_id(L, 2, "event type");
-    char topic[CFM_MAX_TOPIC + 1], id[CFM_UUID_LEN];
+    char topic[CFM_MAX_TOPIC + 1], id[CFM_UUID_LEN], what[2 * CFM_MAX_ID + 32];
     struct cfm_why why = {{0}};
-    json_t *payload = NULL, *ev;
+    json_t **payload, *ev;
     char *text;
     enum cfm_err err;
+    uint64_t seq;
+    int n;
 
     run_of(L);
+    lua_settop(L, 3); /* the slot below must not pose as the payload */
+    payload = cfm_lua_json_slot(L);
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        payload = cfm_lua_to_json(L, 3, "payload", &why);
-        if (!payload)
+        *payload = cfm_lua_to_json(L, 3, "payload", &why);
+        if (!*payload)
             return luaL_error(L, "publish_cloud_event: %s", why.text);
-        if (!json_is_object(payload)) {
-            json_decref(payload);
+        if (!json_is_object(*payload))
             return luaL_error(L, "publish_cloud_event: payload must be a table of fields");
-        }
     }
+    snprintf(what, sizeof what, "publish_cloud_event %s/%s", system, type);
+    if ((n = cfm_engine_call_replay(L, what, &seq)) >= 0)
+        return n;
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, system, type, NULL, NULL);
-    ev = cfm_event_new(system, type, ctx->site, payload);
+    ev = cfm_event_new(system, type, ctx->site, json_incref(*payload));
+    derived_event_id(cfm_run_id(run_of(L)), seq, id);
+    if (ev)
+        json_object_set_new(ev, "id", json_string(id));
     text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
-    snprintf(id, sizeof id, "%s", ev ? json_string_value(json_object_get(ev, "id")) : "");
     json_decref(ev);
     if (!text)
         return luaL_error(L, "publish_cloud_event: out of memory");
-    err = cfm_replica_publish(ctx->replica, topic, text, strlen(text), false);
+    /* The event leaves with its journal entry, or not at all. */
+    err = cfm_replica_begin(ctx->replica);
+    if (err == CFM_OK)
+        err = cfm_replica_publish(ctx->replica, topic, text, strlen(text), false);
     free(text);
+    if (err == CFM_OK) {
+        record(L, seq, what, json_pack("[s]", id));
+        err = cfm_replica_commit(ctx->replica);
+    } else {
+        cfm_replica_rollback(ctx->replica);
+    }
     if (err != CFM_OK)
         return luaL_error(L, "publish_cloud_event: %s", cfm_strerror(err));
     lua_pushstring(L, id);
@@ -116,14 +158,14 @@ static int l_render(lua_State *L)
     return 1;
 }
 
-static void push_obj(lua_State *L, const struct cfm_obj *obj)
+/* Pushes the JSON value in *slot (anchored on the stack below it, as
+ * cfm_lua_json_slot made it) and removes the slot. */
+static void push_slot(lua_State *L)
 {
-    json_t **slot = cfm_lua_json_slot(L);
+    json_t **slot = lua_touserdata(L, -1);
 
-    if (!(*slot = cfm_obj_to_json(obj)))
-        luaL_error(L, "out of memory");
     cfm_lua_push_json(L, *slot);
-    lua_remove(L, -2); /* the slot; collected later */
+    lua_remove(L, -2);
 }
 
 /* cfm.system([id]) -> the BusinessSystem object, or nil */
@@ -132,15 +174,24 @@ static int l_system(lua_State *L)
     struct cfm_api_ctx *ctx = ctx_of(L);
     const char *id = lua_isnoneornil(L, 1) ? cfm_run_system(run_of(L)) : check_id(L, 1, "system");
     struct cfm_obj *obj = NULL;
+    char what[CFM_MAX_ID + 16];
+    json_t **slot;
+    uint64_t seq;
+    int n;
 
-    if (cfm_store_get(ctx->st, id, CFM_KIND_BUSINESS_SYSTEM, id, &obj) != CFM_OK ||
-        obj->deleted) {
-        cfm_obj_free(obj);
+    snprintf(what, sizeof what, "cfm.system %s", id);
+    if ((n = cfm_engine_call_replay(L, what, &seq)) >= 0)
+        return n;
+    slot = cfm_lua_json_slot(L);
+    if (cfm_store_get(ctx->st, id, CFM_KIND_BUSINESS_SYSTEM, id, &obj) == CFM_OK && !obj->deleted)
+        *slot = cfm_obj_to_json(obj);
+    cfm_obj_free(obj);
+    record(L, seq, what, json_pack("[O?]", *slot));
+    if (!*slot) {
         lua_pushnil(L);
         return 1;
     }
-    push_obj(L, obj);
-    cfm_obj_free(obj);
+    push_slot(L);
     return 1;
 }
 
@@ -175,7 +226,9 @@ static int l_objects(lua_State *L)
     lua_settop(L, 2); /* the slots pushed below must not pose as the filter */
     json_t **filter, **out, *sys;
     enum cfm_kind kind;
-    char system[CFM_MAX_ID + 1];
+    char system[CFM_MAX_ID + 1], what[512];
+    uint64_t seq;
+    int n;
 
     if (cfm_kind_parse(kname, &kind, &why) != CFM_OK)
         return luaL_error(L, "cfm.objects: %s", why.text);
@@ -199,11 +252,22 @@ static int l_objects(lua_State *L)
     }
     f.system = system;
     f.kind = (int)kind;
+    if (!*filter)
+        return luaL_error(L, "cfm.objects: out of memory");
+    {
+        char *ftext = json_dumps(*filter, JSON_COMPACT | JSON_SORT_KEYS);
+        snprintf(what, sizeof what, "cfm.objects %s %s %.300s", system, kname,
+                 ftext ? ftext : "");
+        free(ftext);
+    }
+    if ((n = cfm_engine_call_replay(L, what, &seq)) >= 0)
+        return n;
     *out = json_array();
     c.filter = *filter;
     c.out = *out;
-    if (!c.filter || !c.out || cfm_store_each(ctx->st, &f, collect_obj, &c) != CFM_OK)
+    if (!c.out || cfm_store_each(ctx->st, &f, collect_obj, &c) != CFM_OK)
         return luaL_error(L, "cfm.objects: store error");
+    record(L, seq, what, json_pack("[O]", *out));
     cfm_lua_push_json(L, *out);
     return 1;
 }
@@ -253,41 +317,66 @@ static struct cfm_obj *obj_from_lua(lua_State *L, int idx, const char *call, boo
     return obj;
 }
 
+/* cfm.save / cfm.delete of the object table at 1, in one transaction with
+ * its journal entry. Pushes what the call returns: the saved object, or
+ * (delete) whether it existed. */
+static int write_journaled(lua_State *L, const char *call, bool deleting)
+{
+    struct cfm_api_ctx *ctx = ctx_of(L);
+    struct cfm_why why = {{0}};
+    struct cfm_obj *obj, *cur = NULL;
+    char what[2 * CFM_MAX_ID + 48];
+    json_t **slot;
+    bool existed = true;
+    enum cfm_err err;
+    uint64_t seq;
+    int n;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "kind");
+    lua_getfield(L, 1, "id");
+    snprintf(what, sizeof what, "%s %.64s %.64s", call,
+             lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?",
+             lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3) : "?");
+    lua_settop(L, 1);
+    if ((n = cfm_engine_call_replay(L, what, &seq)) >= 0)
+        return n;
+    slot = cfm_lua_json_slot(L);
+    obj = obj_from_lua(L, 1, call, !deleting); /* raises on a bad object */
+    obj->deleted = deleting;
+    if (deleting) {
+        existed = cfm_store_get(ctx->st, obj->system, obj->kind, obj->id, &cur) == CFM_OK &&
+                  !cur->deleted;
+        cfm_obj_free(cur);
+    }
+    err = cfm_replica_begin(ctx->replica);
+    if (err == CFM_OK && existed)
+        err = cfm_replica_write(ctx->replica, &obj, 1, &why);
+    if (err == CFM_OK) {
+        *slot = deleting ? json_boolean(existed) : cfm_obj_to_json(obj);
+        record(L, seq, what, json_pack("[O]", *slot));
+        err = cfm_replica_commit(ctx->replica);
+    } else {
+        cfm_replica_rollback(ctx->replica);
+    }
+    cfm_obj_free(obj);
+    if (err != CFM_OK)
+        return luaL_error(L, "%s: %s", call, why.text[0] ? why.text : cfm_strerror(err));
+    push_slot(L);
+    return 1;
+}
+
 /* cfm.save(obj) -> the saved object (with its new version) */
 static int l_save(lua_State *L)
 {
-    struct cfm_api_ctx *ctx = ctx_of(L);
-    struct cfm_obj *obj = obj_from_lua(L, 1, "cfm.save", true);
-    struct cfm_why why = {{0}};
-
-    if (cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK) {
-        cfm_obj_free(obj);
-        return luaL_error(L, "cfm.save: %s", why.text);
-    }
-    push_obj(L, obj);
-    cfm_obj_free(obj);
-    return 1;
+    return write_journaled(L, "cfm.save", false);
 }
 
 /* cfm.delete(obj) -> true when it existed */
 static int l_delete(lua_State *L)
 {
-    struct cfm_api_ctx *ctx = ctx_of(L);
-    struct cfm_obj *obj = obj_from_lua(L, 1, "cfm.delete", false), *cur = NULL;
-    struct cfm_why why = {{0}};
-    bool existed;
-
-    existed = cfm_store_get(ctx->st, obj->system, obj->kind, obj->id, &cur) == CFM_OK &&
-              !cur->deleted;
-    cfm_obj_free(cur);
-    obj->deleted = true;
-    if (existed && cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK) {
-        cfm_obj_free(obj);
-        return luaL_error(L, "cfm.delete: %s", why.text);
-    }
-    cfm_obj_free(obj);
-    lua_pushboolean(L, existed);
-    return 1;
+    return write_journaled(L, "cfm.delete", true);
 }
 
 static int readonly_newindex(lua_State *L)
@@ -296,10 +385,18 @@ static int readonly_newindex(lua_State *L)
                       lua_tostring(L, 2) ? lua_tostring(L, 2) : "?");
 }
 
-/* cfm.now_ms() -> milliseconds since the epoch (wall clock) */
+/* cfm.now_ms() -> milliseconds since the epoch (wall clock), journaled */
 static int l_now_ms(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)cfm_time_ms());
+    int64_t now;
+    uint64_t seq;
+    int n;
+
+    if ((n = cfm_engine_call_replay(L, "cfm.now_ms", &seq)) >= 0)
+        return n;
+    now = cfm_time_ms();
+    record(L, seq, "cfm.now_ms", json_pack("[I]", (json_int_t)now));
+    lua_pushinteger(L, (lua_Integer)now);
     return 1;
 }
 

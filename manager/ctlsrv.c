@@ -12,6 +12,7 @@
 
 #include "health.h"
 #include "id.h"
+#include "journal.h"
 #include "kind.h"
 #include "bounds.h"
 #include "log.h"
@@ -329,6 +330,25 @@ static json_t *op_runs_cancel(const struct cfm_ctl_ctx *ctx, json_t *args)
     return ok(json_pack("{s:s, s:s}", "id", id, "state", "cancelled"));
 }
 
+/* Replays a run kept because its procedure changed (force: against the new
+ * text). */
+static json_t *op_runs_resume(const struct cfm_ctl_ctx *ctx, json_t *args)
+{
+    struct cfm_why why = {{0}};
+    json_t *err = NULL, *force = json_object_get(args, "force");
+    const char *id;
+
+    if (!id_arg(args, "id", &id, &err) || !id)
+        return err ? err : fail("argument 'id' (the run) is required");
+    if (force && !json_is_boolean(force))
+        return fail("argument 'force' must be true or false");
+    if (!ctx->engine)
+        return fail("site %s runs no procedures", ctx->site);
+    if (cfm_journal_resume(ctx->st, ctx->engine, id, json_is_true(force), &why) != CFM_OK)
+        return fail("%s", why.text);
+    return ok(json_pack("{s:s, s:s}", "id", id, "state", "running"));
+}
+
 /* A standby asks this site, the witness of a system's DR policy, whether
  * the primary is gone as seen from here too (manager/policy.c). */
 static json_t *op_witness_vote(const struct cfm_ctl_ctx *ctx, json_t *args)
@@ -372,6 +392,7 @@ static const struct {
     {"runs.list", op_runs_list},
     {"runs.show", op_runs_show},
     {"runs.cancel", op_runs_cancel},
+    {"runs.resume", op_runs_resume},
     {"witness.vote", op_witness_vote},
 };
 
@@ -402,7 +423,7 @@ json_t *cfm_ctlsrv_handle(const struct cfm_ctl_ctx *ctx, const void *payload, si
             reply = ops[i].fn(ctx, args);
     if (!reply)
         reply = fail("unknown op '%.64s' (known: ping, system.load, system.list, system.show, "
-                     "objects.list, sites.list, procedure.check, runs.list, runs.show, runs.cancel, "
+                     "objects.list, sites.list, procedure.check, runs.list, runs.show, runs.cancel, runs.resume, "
                      "witness.vote)",
                      op);
     json_decref(empty);

@@ -163,9 +163,12 @@ struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nar
 
 static void free_fiber(struct cfm_engine *e, struct cfm_fiber *f)
 {
-    if (f->call)
+    if (f->call && f->call->replayed)
+        free(f->call); /* the journal's: nobody else completes it */
+    else if (f->call)
         f->call->f = NULL; /* the host frees it when it completes */
     free(f->call_error);
+    free(f->call_what);
     cancel_wait(f);
     luaL_unref(e->L, LUA_REGISTRYINDEX, f->ref);
     luaL_unref(e->L, LUA_REGISTRYINDEX, f->results_ref);
@@ -192,14 +195,65 @@ static void seed_rng(struct cfm_run *r)
     r->rng[1] = (h * 0x9e3779b97f4a7c15ull) ^ 0xda3e39cb94b95bdbull;
 }
 
-enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *spec,
-                              struct cfm_run **out, struct cfm_why *why)
+static int cmp_delivery(const void *a, const void *b)
+{
+    const struct cfm_jentry *x = *(const struct cfm_jentry *const *)a;
+    const struct cfm_jentry *y = *(const struct cfm_jentry *const *)b;
+
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return x->ord < y->ord ? -1 : x->ord > y->ord;
+}
+
+/* Copies the journal of a restored run; NULL when out of memory. */
+static struct cfm_replay *new_replay(const struct cfm_run_restore *rs)
+{
+    struct cfm_replay *rp = calloc(1, sizeof *rp);
+
+    if (!rp || (rs->n && (!(rp->e = calloc(rs->n, sizeof *rp->e)) ||
+                          !(rp->q = calloc(rs->n, sizeof *rp->q))))) {
+        cfm_engine__replay_free(rp);
+        return NULL;
+    }
+    rp->force = rs->force;
+    for (size_t i = 0; i < rs->n; i++) {
+        const struct cfm_journal_entry *in = &rs->entries[i];
+        struct cfm_jentry *je = &rp->e[rp->n++];
+        je->seq = in->seq;
+        je->what = strdup(in->what ? in->what : "");
+        je->at = in->at;
+        je->ord = in->ord;
+        je->deadline_ms = in->deadline_ms;
+        je->result = in->result ? json_deep_copy(in->result) : NULL;
+        je->error = in->error ? strdup(in->error) : NULL;
+        if (!je->what || (in->result && !je->result) || (in->error && !je->error)) {
+            cfm_engine__replay_free(rp);
+            return NULL;
+        }
+        if (je->seq > rp->last_seq)
+            rp->last_seq = je->seq;
+        if (je->at >= 0)
+            rp->q[rp->nq++] = je;
+    }
+    qsort(rp->q, rp->nq, sizeof *rp->q, cmp_delivery);
+    return rp;
+}
+
+/* Creates and starts a run: a new one (rs NULL) or one restored from its
+ * journal. A restored run whose journal is corrupt, or whose procedure
+ * changed (without force), is created and failed at once. */
+static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *spec,
+                              const struct cfm_run_restore *rs, struct cfm_run **out,
+                              struct cfm_why *why)
 {
     lua_State *L = e->L;
     struct cfm_run *r;
     double deadline = spec->deadline_s > 0 ? spec->deadline_s : e->opts.deadline_s;
     const char *evid;
+    const char *refuse = NULL;
+    char refusal[CFM_WHY_MAX + 160];
     int top = lua_gettop(L);
+    int64_t now = cfm_time_ms();
     enum cfm_err err;
 
     *out = NULL;
@@ -220,15 +274,34 @@ enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *s
     r->event = json_deep_copy(spec->event);
     r->consumed = json_object();
     r->env_ref = r->modules_ref = LUA_NOREF;
-    r->started_ms = cfm_time_ms();
+    r->started_ms = rs ? rs->started_ms : now;
+    r->deadline_ms = rs ? rs->deadline_ms : now + (int64_t)(deadline * 1000.0);
     seed_rng(r);
     evid = json_string_value(json_object_get(r->event, "id"));
     if (evid)
         json_object_set_new(r->consumed, evid, json_true());
 
     e->cur = r->acct;
-    err = cfm_engine__load_script(e, L, spec->script, why);
-    if (err == CFM_OK) {
+    err = cfm_engine__load_script(e, L, spec->script, r->hash, why);
+    if (err == CFM_OK && rs) {
+        if (rs->corrupt) {
+            refuse = rs->corrupt;
+        } else if (!(r->replay = new_replay(rs))) {
+            err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
+        } else if (strcmp(rs->hash, r->hash) != 0 && !rs->force) {
+            snprintf(refusal, sizeof refusal,
+                     "procedure %s changed since the run began (sha256 %.12s then, %.12s now): "
+                     "not replayed against different code; `cfmctl runs resume %s --force` "
+                     "replays it against the new text",
+                     r->script, rs->hash, r->hash, r->id);
+            refuse = refusal;
+            r->resumable = true;
+        }
+        if (rs->force && strcmp(rs->hash, r->hash) != 0)
+            cfm_warn("engine", "run %s: %s changed since the run began; replaying against the "
+                     "new text as the operator forced", r->id, r->script);
+    }
+    if (err == CFM_OK && !refuse) {
         lua_createtable(L, 0, 4); /* the run's globals */
         lua_rawgeti(L, LUA_REGISTRYINDEX, e->env_mt_ref);
         lua_setmetatable(L, -2);
@@ -250,6 +323,7 @@ enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *s
         luaL_unref(L, LUA_REGISTRYINDEX, r->modules_ref);
         json_decref(r->event);
         json_decref(r->consumed);
+        cfm_engine__replay_free(r->replay);
         r->acct->dead = true;
         cfm_engine__acct_release(r->acct);
         free(r);
@@ -258,7 +332,8 @@ enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *s
     lua_settop(L, top);
     uv_timer_init(e->loop, &r->deadline);
     r->deadline.data = r;
-    uv_timer_start(&r->deadline, on_deadline, (uint64_t)(deadline * 1000.0), 0);
+    uv_timer_start(&r->deadline, on_deadline,
+                   r->deadline_ms > now ? (uint64_t)(r->deadline_ms - now) : 0, 0);
     r->state = CFM_RUN_RUNNING;
     r->next = e->runs;
     if (e->runs)
@@ -267,10 +342,31 @@ enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *s
     r->next_by_id = e->by_id[cfm_engine__hash(r->id) % CFM_RUN_BUCKETS];
     e->by_id[cfm_engine__hash(r->id) % CFM_RUN_BUCKETS] = r;
     e->active++;
-    cfm_info("engine", "run %s started: %s on %s", r->id, r->script, r->system);
+    if (rs)
+        cfm_info("engine", "run %s restored: %s on %s, %zu journaled call(s) to replay", r->id,
+                 r->script, r->system, rs->n);
+    else
+        cfm_info("engine", "run %s started: %s on %s", r->id, r->script, r->system);
+    if (!rs && e->host.on_start)
+        e->host.on_start(e->host.arg, r);
     notify(r);
     *out = r;
+    if (refuse)
+        finish_run(r, CFM_RUN_FAILED, refuse, "");
     return CFM_OK;
+}
+
+enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *spec,
+                              struct cfm_run **out, struct cfm_why *why)
+{
+    return start_run(e, spec, NULL, out, why);
+}
+
+enum cfm_err cfm_engine_restore(struct cfm_engine *e, const struct cfm_run_spec *spec,
+                                const struct cfm_run_restore *rs, struct cfm_run **out,
+                                struct cfm_why *why)
+{
+    return start_run(e, spec, rs, out, why);
 }
 
 /* --- ending runs ------------------------------------------------------- */
@@ -285,6 +381,8 @@ static void on_run_closed(uv_handle_t *h)
     json_decref(r->event);
     json_decref(r->result);
     json_decref(r->consumed);
+    cfm_engine__replay_free(r->replay);
+    free(r->diverged);
     free(r->error);
     free(r->traceback);
     free(r);
@@ -424,12 +522,13 @@ static void fiber_done(struct cfm_fiber *f, bool failed, const char *error)
     }
 }
 
-static void resume(struct cfm_fiber *f)
+static void resume_fiber(struct cfm_fiber *f)
 {
     struct cfm_run *r = f->run;
     struct cfm_engine *e = r->e;
     int nres = 0, status;
 
+    r->resumes++;
     e->cur = r->acct;
     f->budget_blown = false;
     lua_sethook(f->co, budget_hook, LUA_MASKCOUNT, (int)e->opts.instr_budget);
@@ -489,6 +588,22 @@ static void resume(struct cfm_fiber *f)
             free(tb);
         }
     }
+}
+
+/* Resumes f; then a diverged replay fails the run, and the journal hands
+ * over the results due now. */
+static void resume(struct cfm_fiber *f)
+{
+    struct cfm_run *r = f->run;
+
+    resume_fiber(f);
+    if (r->state >= CFM_RUN_SUCCEEDED)
+        return;
+    if (r->diverged) {
+        finish_run(r, CFM_RUN_FAILED, r->diverged, "");
+        return;
+    }
+    cfm_engine__pump(r);
 }
 
 static void on_idle(uv_idle_t *h)
@@ -573,7 +688,8 @@ enum cfm_err cfm_engine_check_script(struct cfm_engine *e, const char *script,
                                      struct cfm_why *why)
 {
     int top = lua_gettop(e->L);
-    enum cfm_err err = cfm_engine__load_script(e, e->L, script, why);
+    char hash[65];
+    enum cfm_err err = cfm_engine__load_script(e, e->L, script, hash, why);
 
     lua_settop(e->L, top);
     return err;
@@ -619,7 +735,8 @@ void cfm_run_log(struct cfm_run *r, const char *level, const char *text)
     struct cfm_logline *l;
 
     cfm_log_parse_level(level, &lv);
-    cfm_log(lv, "run", "%s: %s", r->id, text);
+    /* A replay logs again what the first execution logged. */
+    cfm_log(cfm_engine__replaying(r) ? CFM_LOG_DEBUG : lv, "run", "%s: %s", r->id, text);
     /* Most runs never log: the ring is allocated at the first line. */
     if (!r->log && !(r->log = calloc(CFM_RUN_LOG_LINES, sizeof *r->log)))
         return;
@@ -659,3 +776,7 @@ const json_t *cfm_run_event(const struct cfm_run *r) { return r->event; }
 const json_t *cfm_run_result(const struct cfm_run *r) { return r->result; }
 int64_t cfm_run_started_ms(const struct cfm_run *r) { return r->started_ms; }
 int64_t cfm_run_ended_ms(const struct cfm_run *r) { return r->ended_ms; }
+int64_t cfm_run_deadline_ms(const struct cfm_run *r) { return r->deadline_ms; }
+const char *cfm_run_hash(const struct cfm_run *r) { return r->hash; }
+bool cfm_run_resumable(const struct cfm_run *r) { return r->resumable; }
+bool cfm_run_replaying(const struct cfm_run *r) { return cfm_engine__replaying(r); }

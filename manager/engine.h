@@ -42,10 +42,30 @@ struct cfm_engine_opts {
     double deadline_s;            /* default per run; 0 = 3600 */
 };
 
+/* One API call of a run in its journal (docs/procedures.md, Durability).
+ * Calls are numbered 1, 2, ... in the order the run makes them; a run
+ * replayed from its event makes them in the same order, and the journal
+ * answers each one it holds instead of doing it again. */
+struct cfm_journal_entry {
+    uint64_t seq;
+    const char *what;        /* the call, e.g. "run_vm small"; compared on replay */
+    int64_t at;              /* results handed over later: the run's resumes before;
+                                -1: answered at once (or a wait still pending) */
+    uint64_t ord;            /* results handed over later: their order; else 0 */
+    int64_t deadline_ms;     /* a pending wait: when it times out; else 0 */
+    const json_t *result;    /* JSON array of the results; NULL when pending or failed */
+    const char *error;       /* the error the call raised, or NULL */
+};
+
 struct cfm_engine_host {
     void *arg;
+    /* A new run started (not called for a run restored from its journal). */
+    void (*on_start)(void *arg, struct cfm_run *run);
     /* A run started, began waiting on something new, or ended. */
     void (*on_state)(void *arg, struct cfm_run *run);
+    /* Persists a journal entry of run, inside whatever transaction the
+     * caller of the engine holds. */
+    void (*journal)(void *arg, struct cfm_run *run, const struct cfm_journal_entry *entry);
     /* Adds the host's API (api.c) to the sandbox's global table, which is
      * at the top of L's stack. */
     void (*open_api)(void *arg, lua_State *L);
@@ -86,6 +106,25 @@ struct cfm_run_spec {
 enum cfm_err cfm_engine_start(struct cfm_engine *e, const struct cfm_run_spec *spec,
                               struct cfm_run **out, struct cfm_why *why);
 
+/* What a run restored after a restart carries over (cfm_engine_restore). */
+struct cfm_run_restore {
+    int64_t started_ms;
+    int64_t deadline_ms;
+    const char *hash;        /* SHA-256 of the script when the run began */
+    const struct cfm_journal_entry *entries; /* in seq order; copied */
+    size_t n;
+    const char *corrupt;     /* non-NULL: the journal could not be read; the run fails so */
+    bool force;              /* replay even if the procedure changed since */
+};
+
+/* Restores a run that had not finished: it runs again from its event, the
+ * journal answering every call it recorded, and goes on live where the
+ * journal ends. If the script (or a module it requires) changed since the
+ * run began, the run fails as resumable (cfm_run_resumable) unless force. */
+enum cfm_err cfm_engine_restore(struct cfm_engine *e, const struct cfm_run_spec *spec,
+                                const struct cfm_run_restore *rs, struct cfm_run **out,
+                                struct cfm_why *why);
+
 /* The active run with id, or NULL. */
 struct cfm_run *cfm_engine_find(struct cfm_engine *e, const char *id);
 
@@ -113,6 +152,13 @@ const json_t *cfm_run_event(const struct cfm_run *r);
 const json_t *cfm_run_result(const struct cfm_run *r);    /* NULL unless succeeded */
 int64_t cfm_run_started_ms(const struct cfm_run *r);
 int64_t cfm_run_ended_ms(const struct cfm_run *r);        /* 0 while active */
+int64_t cfm_run_deadline_ms(const struct cfm_run *r);
+const char *cfm_run_hash(const struct cfm_run *r);        /* SHA-256 hex of its script */
+/* It failed only because its procedure changed since it began: the
+ * operator may replay it against the new text (cfmctl runs resume --force). */
+bool cfm_run_resumable(const struct cfm_run *r);
+/* It is being replayed from its journal and has not caught up yet. */
+bool cfm_run_replaying(const struct cfm_run *r);
 /* Returns a new JSON array of the run's last log lines {"time","level","text"}. */
 json_t *cfm_run_log_json(const struct cfm_run *r);
 
@@ -127,32 +173,45 @@ void cfm_run_log(struct cfm_run *r, const char *level, const char *text);
 /* The engine's site-independent context pointer for API functions. */
 void *cfm_engine_host_arg(lua_State *L);
 
+/* --- journaled API calls ------------------------------------------------ */
+
+/* An API call answered at once (model reads and writes, publish, clocks).
+ * Returns the number of results it pushed when the journal answers the
+ * call (a replay: return that from the C function, doing nothing else), or
+ * -1 when the call runs live: do it, then cfm_engine_call_record() its
+ * results with *seq. Raises when the replay diverged. */
+int cfm_engine_call_replay(lua_State *L, const char *what, uint64_t *seq);
+
+/* Journals the results (a JSON array, borrowed) or the error of call seq.
+ * The caller holds the transaction of the call's model changes, if any. */
+void cfm_engine_call_record(lua_State *L, uint64_t seq, const char *what, const json_t *results,
+                            const char *error);
+
 /* --- calls completed later by the host (cloud and agent calls) -------- */
 
 /* A suspended API call of a run, completed by the host from the loop. */
 struct cfm_call;
 
 /* From an API C function: suspends the calling fiber (the run shows
- * waiting_on) and returns the call the host completes later; the function
- * must then `return cfm_engine_yield_call(L, call);`. NULL (after raising
- * nothing) only when out of memory: raise an error then. */
-struct cfm_call *cfm_engine_suspend(lua_State *L, const char *waiting_on);
+ * waiting_on = what) and returns the call; *seq is its number (the
+ * idempotency key is "<run-id>.<seq>"). When cfm_call_replayed(call), the
+ * journal answers it: do nothing more than `return cfm_engine_yield_call(L,
+ * call);`. Otherwise do the call, then yield the same way, and complete it
+ * later. Raises on a diverged replay; NULL when out of memory. */
+struct cfm_call *cfm_engine_suspend(lua_State *L, const char *what, uint64_t *seq);
+bool cfm_call_replayed(const struct cfm_call *call);
 int cfm_engine_yield_call(lua_State *L, struct cfm_call *call);
 
-/* Resumes the call's fiber with the values push() leaves on co (it returns
- * how many); if the run ended meanwhile, only frees the call. */
-void cfm_engine_complete(struct cfm_call *call, int (*push)(lua_State *co, void *arg),
-                         void *arg);
+/* Journals result (borrowed; the call's one result, or NULL for none) and
+ * resumes the call's fiber with it; if the run ended meanwhile, only frees
+ * the call. The caller holds the transaction of the call's model changes. */
+void cfm_engine_complete(struct cfm_call *call, const json_t *result);
 
-/* Resumes the call's fiber by raising message as a Lua error in it. */
+/* Journals message and resumes the call's fiber by raising it. */
 void cfm_engine_fail(struct cfm_call *call, const char *message);
 
 /* The run of a call, or NULL when the run has ended (cancelled, failed). */
 struct cfm_run *cfm_call_run(const struct cfm_call *call);
-
-/* The next sequence number of an API call with effects in run r (1, 2, ...):
- * with the run id it makes the idempotency key "<run-id>.<seq>". */
-uint64_t cfm_run_next_seq(struct cfm_run *r);
 
 #define CFM_RUN_LOG_LINES 100
 

@@ -51,8 +51,11 @@ struct cfm_fiber {
     /* WAIT_TASKS */
     int *wait_ids;
     int nwait;
-    /* a host call in flight */
+    /* the call it is suspended in (host call, sleep, wait_cloud_event) */
     struct cfm_call *call;
+    uint64_t call_seq;
+    char *call_what;             /* for the journal */
+    struct cfm_jentry *replay;   /* the journal answers the call: delivered by pump */
     int call_nres;
     char *call_error;
     /* ready queue */
@@ -65,6 +68,28 @@ struct cfm_logline {
     int64_t ms;
     char level[8];
     char *text;
+};
+
+/* One journal entry of a run being replayed (engine.h: cfm_journal_entry). */
+struct cfm_jentry {
+    uint64_t seq;
+    char *what;
+    int64_t at;
+    uint64_t ord;
+    int64_t deadline_ms;
+    json_t *result;              /* array, or NULL */
+    char *error;
+};
+
+/* What the journal says of a restored run (engine_replay.c). */
+struct cfm_replay {
+    struct cfm_jentry *e;        /* by seq */
+    size_t n;
+    struct cfm_jentry **q;       /* results handed over later, by (at, ord) */
+    size_t nq, qnext;
+    uint64_t last_seq;
+    bool force;                  /* the operator accepted a changed procedure */
+    bool caught_up;
 };
 
 struct cfm_run {
@@ -89,7 +114,14 @@ struct cfm_run {
     unsigned log_next, log_count;
     uint64_t rng[2];             /* math.random: deterministic per run */
     json_t *consumed;            /* event ids already returned to this run */
-    uint64_t seq;                /* API calls with effects so far */
+    uint64_t seq;                /* journaled API calls so far */
+    uint64_t resumes;            /* resumes of its fibers so far */
+    uint64_t ord;                /* results handed over later, so far */
+    char hash[65];               /* SHA-256 of the script when the run began */
+    int64_t deadline_ms;
+    struct cfm_replay *replay;   /* restored from the journal; NULL for a new run */
+    char *diverged;              /* why the replay cannot go on: the run fails */
+    bool resumable;              /* failed because its procedure changed */
     struct cfm_run *next, *prev; /* engine's list of active runs */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
 };
@@ -134,9 +166,10 @@ struct cfm_wtimer {
     struct cfm_fiber *f; /* NULL once the wait is over */
 };
 
-/* A host call in flight (engine.h). */
+/* A call in flight (engine.h). */
 struct cfm_call {
     struct cfm_fiber *f; /* NULL once the run has ended */
+    bool replayed;       /* answered from the journal: the engine owns it */
 };
 
 /* engine.c: shared with engine_wait.c */
@@ -149,11 +182,24 @@ void cfm_engine__unlink_waiter(struct cfm_fiber *f);
 struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id);
 struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id);
 
+/* engine_replay.c: the journal */
+struct cfm_jentry *cfm_engine__journal_find(struct cfm_run *r, uint64_t seq);
+struct cfm_jentry *cfm_engine__begin_call(struct cfm_fiber *f, const char *what);
+void cfm_engine__journal_result(struct cfm_fiber *f, const json_t *result, const char *error);
+void cfm_engine__journal_pending(struct cfm_fiber *f, int64_t deadline_ms);
+void cfm_engine__pump(struct cfm_run *r);
+int cfm_engine__push_results(lua_State *co, const json_t *arr);
+void cfm_engine__replay_free(struct cfm_replay *rp);
+int cfm_engine__diverge(lua_State *L, struct cfm_run *r, const char *fmt, ...);
+bool cfm_engine__replaying(const struct cfm_run *r);
+void cfm_engine__end_call(struct cfm_fiber *f);
+
 /* sandbox.c */
 lua_State *cfm_engine__new_state(struct cfm_engine *e);
 void cfm_engine__open_base(struct cfm_engine *e);
+/* hash (char[65]) gets the SHA-256 of the script's text. */
 int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *script,
-                            struct cfm_why *why);
+                            char *hash, struct cfm_why *why);
 void cfm_engine__acct_release(struct cfm_acct *a);
 struct cfm_fiber *cfm_engine__fiber_of(lua_State *L);
 

@@ -38,16 +38,61 @@ static void on_wtimer(uv_timer_t *t)
     f->timer = NULL;
     uv_close((uv_handle_t *)t, cfm_engine__on_wtimer_closed);
     if (f->wait == CFM_WAIT_EVENT) {
+        json_t *res = json_pack("[n, s]", "timeout");
         cfm_engine__unlink_waiter(f);
+        cfm_engine__journal_result(f, res, NULL);
+        json_decref(res);
         lua_pushnil(f->co);
         lua_pushliteral(f->co, "timeout");
+        f->call_nres = 2;
         cfm_engine__make_ready(f, 2);
     } else {
+        json_t *res = json_array();
+        cfm_engine__journal_result(f, res, NULL);
+        json_decref(res);
+        f->call_nres = 0;
         cfm_engine__make_ready(f, 0);
     }
 }
 
-static void arm_timer(struct cfm_fiber *f, double seconds)
+/* Continuation of every call that suspends a fiber (sleep,
+ * wait_cloud_event, host calls): returns the results handed over, or
+ * raises the call's error. */
+static int call_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct cfm_fiber *f = need_fiber(L);
+
+    (void)status;
+    (void)ctx;
+    cfm_engine__end_call(f);
+    if (f->call_error) {
+        lua_pushstring(L, f->call_error);
+        free(f->call_error);
+        f->call_error = NULL;
+        return lua_error(L);
+    }
+    return f->call_nres;
+}
+
+/* Milliseconds left of a wait: from the journal's deadline when the wait
+ * was pending when the manager stopped, else timeout_s from now (and the
+ * deadline is journaled). -1: no timeout. */
+static int64_t wait_left(struct cfm_fiber *f, const struct cfm_jentry *pending, double timeout_s)
+{
+    int64_t now = cfm_time_ms(), deadline;
+
+    if (pending && pending->deadline_ms > 0) {
+        deadline = pending->deadline_ms;
+    } else {
+        if (timeout_s < 0)
+            return -1;
+        deadline = now + (int64_t)(timeout_s * 1000.0);
+        cfm_engine__journal_pending(f, deadline);
+    }
+    return deadline > now ? deadline - now : 0;
+}
+
+static void arm_timer(struct cfm_fiber *f, int64_t ms)
 {
     struct cfm_wtimer *w = calloc(1, sizeof *w);
 
@@ -56,7 +101,7 @@ static void arm_timer(struct cfm_fiber *f, double seconds)
     w->f = f;
     uv_timer_init(f->run->e->loop, &w->t);
     w->t.data = w;
-    uv_timer_start(&w->t, on_wtimer, seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0), 0);
+    uv_timer_start(&w->t, on_wtimer, ms <= 0 ? 0 : (uint64_t)ms, 0);
     f->timer = w;
 }
 
@@ -64,12 +109,17 @@ int cfm_engine__l_sleep(lua_State *L)
 {
     struct cfm_fiber *f = need_fiber(L);
     double s = luaL_checknumber(L, 1);
+    struct cfm_jentry *je;
+    char what[64];
 
     luaL_argcheck(L, s >= 0 && s <= 86400 * 7, 1, "seconds must be from 0 to 604800");
+    snprintf(what, sizeof what, "sleep %s", lua_tostring(L, 1));
+    je = cfm_engine__begin_call(f, what);
     f->wait = CFM_WAIT_SLEEP;
-    arm_timer(f, s);
     cfm_engine__set_waiting_on(f->run, "sleep %s%s", lua_tostring(L, 1), " s");
-    return lua_yield(L, 0);
+    if (!f->replay)
+        arm_timer(f, wait_left(f, je, s));
+    return lua_yieldk(L, 0, 0, call_done);
 }
 
 int cfm_engine__l_log(lua_State *L)
@@ -118,11 +168,19 @@ static bool matches(const json_t *match, const json_t *event)
 static void deliver(struct cfm_fiber *f, const json_t *event)
 {
     const char *id = json_string_value(json_object_get(event, "id"));
+    struct cfm_engine *e = f->run->e;
+    struct cfm_acct *prev = e->cur;
+    json_t *res = json_pack("[O]", event);
 
+    cfm_engine__journal_result(f, res, NULL);
+    json_decref(res);
     if (id)
         json_object_set_new(f->run->consumed, id, json_true());
     cfm_engine__drop_timer(f);
+    e->cur = f->run->acct;
     cfm_lua_push_json(f->co, event);
+    e->cur = prev;
+    f->call_nres = 1;
     cfm_engine__make_ready(f, 1);
 }
 
@@ -140,7 +198,10 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
     const char *type = luaL_checkstring(L, 2);
     double timeout = -1;
     struct cfm_why why = {{0}};
+    struct cfm_jentry *je;
     json_t *match = NULL;
+    char what[2 * CFM_MAX_ID + 24];
+    int64_t left;
     unsigned b;
 
     if (!lua_isnoneornil(L, 3)) {
@@ -150,25 +211,29 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
             luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
         }
         lua_pop(L, 1);
-        if (lua_getfield(L, 3, "match") != LUA_TNIL) {
+        if (lua_getfield(L, 3, "match") != LUA_TNIL)
             luaL_checktype(L, -1, LUA_TTABLE);
-            match = cfm_lua_to_json(L, -1, "match", &why);
-            if (!match || !json_is_object(match)) {
-                json_decref(match);
-                return luaL_error(L, "wait_cloud_event: %s",
-                                  why.text[0] ? why.text : "match must be a table of fields");
-            }
-        }
         lua_pop(L, 1);
     }
-    if (strlen(system) > CFM_MAX_ID || strlen(type) > CFM_MAX_ID) {
-        json_decref(match);
+    if (strlen(system) > CFM_MAX_ID || strlen(type) > CFM_MAX_ID)
         return luaL_error(L, "wait_cloud_event: system or type longer than %d", CFM_MAX_ID);
-    }
+    snprintf(what, sizeof what, "wait_cloud_event %s/%s", system, type);
+    je = cfm_engine__begin_call(f, what);
     snprintf(f->ev_key, sizeof f->ev_key, "%s/%s", system, type);
-    f->match = match;
     f->wait = CFM_WAIT_EVENT;
     cfm_engine__set_waiting_on(f->run, "event %s/%s", system, type);
+    if (f->replay)
+        return lua_yieldk(L, 0, 0, call_done); /* the journal has the event */
+    if (!lua_isnoneornil(L, 3) && lua_getfield(L, 3, "match") != LUA_TNIL) {
+        match = cfm_lua_to_json(L, -1, "match", &why);
+        if (!match || !json_is_object(match)) {
+            json_decref(match);
+            f->wait = CFM_WAIT_NONE;
+            return luaL_error(L, "wait_cloud_event: %s",
+                              why.text[0] ? why.text : "match must be a table of fields");
+        }
+    }
+    f->match = match;
     /* An event that arrived since the run started and before this wait. */
     for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++) {
         struct cfm_recent *ev = &e->recent[i];
@@ -178,15 +243,16 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
             f->match = NULL;
             f->run->waiting_on[0] = '\0';
             deliver(f, ev->event); /* queued with the event; resumed next turn */
-            return lua_yield(L, 0);
+            return lua_yieldk(L, 0, 0, call_done);
         }
     }
+    left = wait_left(f, je, timeout);
     b = cfm_engine__hash(f->ev_key);
     f->next_waiter = e->waiters[b];
     e->waiters[b] = f;
-    if (timeout >= 0)
-        arm_timer(f, timeout);
-    return lua_yield(L, 0);
+    if (left >= 0)
+        arm_timer(f, left);
+    return lua_yieldk(L, 0, 0, call_done);
 }
 
 void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *type,
@@ -359,36 +425,29 @@ int cfm_engine__l_wait(lua_State *L)
 
 /* --- calls completed by the host ---------------------------------------- */
 
-struct cfm_call *cfm_engine_suspend(lua_State *L, const char *waiting_on)
+struct cfm_call *cfm_engine_suspend(lua_State *L, const char *what, uint64_t *seq)
 {
     struct cfm_fiber *f = need_fiber(L);
-    struct cfm_call *c = calloc(1, sizeof *c);
+    struct cfm_call *c;
 
-    if (!c)
+    cfm_engine__begin_call(f, what);
+    *seq = f->call_seq;
+    if (!(c = calloc(1, sizeof *c)))
         return NULL;
     c->f = f;
+    c->replayed = f->replay != NULL;
     f->call = c;
     f->wait = CFM_WAIT_CALL;
     free(f->call_error);
     f->call_error = NULL;
     f->call_nres = 0;
-    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%s", waiting_on);
+    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%s", what);
     return c;
 }
 
-static int call_done(lua_State *L, int status, lua_KContext ctx)
+bool cfm_call_replayed(const struct cfm_call *call)
 {
-    struct cfm_fiber *f = need_fiber(L);
-
-    (void)status;
-    (void)ctx;
-    if (f->call_error) {
-        lua_pushstring(L, f->call_error);
-        free(f->call_error);
-        f->call_error = NULL;
-        return lua_error(L);
-    }
-    return f->call_nres;
+    return call && call->replayed;
 }
 
 int cfm_engine_yield_call(lua_State *L, struct cfm_call *call)
@@ -402,22 +461,26 @@ struct cfm_run *cfm_call_run(const struct cfm_call *call)
     return call && call->f ? call->f->run : NULL;
 }
 
-void cfm_engine_complete(struct cfm_call *call, int (*push)(lua_State *co, void *arg),
-                         void *arg)
+void cfm_engine_complete(struct cfm_call *call, const json_t *result)
 {
     struct cfm_fiber *f = call ? call->f : NULL;
-    int n = 0;
+    struct cfm_acct *prev;
+    json_t *res;
+    int n;
 
     free(call);
     if (!f)
         return;
     f->call = NULL;
-    if (push) {
-        struct cfm_acct *prev = f->run->e->cur;
-        f->run->e->cur = f->run->acct;
-        n = push(f->co, arg);
-        f->run->e->cur = prev;
-    }
+    res = json_array();
+    if (result)
+        json_array_append(res, (json_t *)result);
+    cfm_engine__journal_result(f, res, NULL);
+    prev = f->run->e->cur;
+    f->run->e->cur = f->run->acct;
+    n = cfm_engine__push_results(f->co, res);
+    f->run->e->cur = prev;
+    json_decref(res);
     f->call_nres = n;
     cfm_engine__make_ready(f, n);
 }
@@ -430,14 +493,10 @@ void cfm_engine_fail(struct cfm_call *call, const char *message)
     if (!f)
         return;
     f->call = NULL;
+    message = message ? message : "failed";
+    cfm_engine__journal_result(f, NULL, message);
     free(f->call_error);
-    f->call_error = strdup(message ? message : "failed");
+    f->call_error = strdup(message);
     f->call_nres = 0;
     cfm_engine__make_ready(f, 0);
 }
-
-uint64_t cfm_run_next_seq(struct cfm_run *r)
-{
-    return ++r->seq;
-}
-

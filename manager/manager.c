@@ -25,6 +25,8 @@
 #include "bus.h"
 #include "ctlsrv.h"
 #include "engine.h"
+#include "failpoint.h"
+#include "journal.h"
 #include "event.h"
 #include "health.h"
 #include "id.h"
@@ -242,11 +244,16 @@ static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
         goto out;
     }
     id = json_string_value(json_object_get(ev, "id"));
+    /* The event is marked handled in the transaction that records the run
+     * it starts: a crash leaves both or neither. */
+    cfm_replica_begin(m->replica);
     if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK) {
+        cfm_replica_rollback(m->replica);
         cfm_error("event", "cannot record event %s", id);
         goto out;
     }
     if (already) {
+        cfm_replica_commit(m->replica);
         cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, t->name, t->system);
         goto out;
     }
@@ -254,6 +261,8 @@ static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
              json_string_value(json_object_get(ev, "origin")));
     start_bound_run(m, sys, ev);
     cfm_engine_on_event(m->engine, t->system, t->name, ev);
+    if (cfm_replica_commit(m->replica) != CFM_OK)
+        cfm_error("event", "cannot commit the handling of event %s", id);
 out:
     json_decref(ev);
     cfm_obj_free(sys);
@@ -397,10 +406,29 @@ static void on_connection(void *arg, bool up)
     cfm_store_each(m->store, &systems, announce_member, m);
 }
 
+/* The run's record, and when it ended the end of its journal, in one
+ * transaction. */
 static void on_run_state(void *arg, struct cfm_run *run)
 {
     struct cfm_api_ctx *ctx = arg;
+
+    cfm_replica_begin(ctx->replica);
     cfm_api_record_run(ctx, run);
+    if (cfm_run_state(run) >= CFM_RUN_SUCCEEDED)
+        cfm_journal_on_end(ctx->st, run);
+    cfm_replica_commit(ctx->replica);
+}
+
+static void on_run_start(void *arg, struct cfm_run *run)
+{
+    struct cfm_api_ctx *ctx = arg;
+    cfm_journal_on_start(ctx->st, run);
+}
+
+static void on_journal(void *arg, struct cfm_run *run, const struct cfm_journal_entry *entry)
+{
+    struct cfm_api_ctx *ctx = arg;
+    cfm_journal_put(ctx->st, run, entry);
 }
 
 static void open_api(void *arg, lua_State *L)
@@ -578,7 +606,8 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         struct cfm_engine_opts eopts = {.procedures_dir = m->cfg.procedures_dir[0]
                                                               ? m->cfg.procedures_dir
                                                               : NULL};
-        struct cfm_engine_host host = {.arg = &m->api, .on_state = on_run_state,
+        struct cfm_engine_host host = {.arg = &m->api, .on_start = on_run_start,
+                                       .on_state = on_run_state, .journal = on_journal,
                                        .open_api = open_api};
         const char *dtype = json_string_value(json_object_get(m->cfg.driver, "type"));
         char agent[PATH_MAX + 16];
@@ -620,6 +649,10 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
             goto fail;
         m->api.engine = m->engine;
+        cfm_failpoint_init(loop);
+        /* Before any message arrives: events held by the broker for this
+         * session while we were down find their runs waiting again. */
+        cfm_journal_restore_all(m->store, m->engine);
     }
 
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, m->cfg.site, NULL, NULL, NULL);

@@ -20,12 +20,15 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "log.h"
+#include "luajson.h"
 
 #define HDR 16
 #define TOTAL_LIMIT ((size_t)2 << 30)
@@ -238,7 +241,21 @@ static bool module_name_ok(const char *name)
 
 /* Reads path (at most SCRIPT_MAX) and compiles it with the _ENV prefix
  * under chunkname; pushes the function, or returns an error with why. */
-static int compile_file(lua_State *L, const char *path, const char *chunkname,
+/* The SHA-256 of len bytes at p, as 64 hex digits and a NUL. */
+static void sha256_hex(const void *p, size_t len, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    out[0] = '\0';
+    if (EVP_Digest(p, len, md, &mdlen, EVP_sha256(), NULL) != 1)
+        return;
+    for (unsigned i = 0; i < mdlen && i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* hash (char[65], may be NULL) gets the SHA-256 of the file's text. */
+static int compile_file(lua_State *L, const char *path, const char *chunkname, char *hash,
                         struct cfm_why *why)
 {
     FILE *f = fopen(path, "rb");
@@ -264,6 +281,8 @@ static int compile_file(lua_State *L, const char *path, const char *chunkname,
         return cfm_why_set(why, CFM_ETOOBIG, "%s: larger than %u bytes", chunkname + 1,
                            SCRIPT_MAX);
     }
+    if (hash)
+        sha256_hex(buf + pre, n, hash);
     rc = luaL_loadbufferx(L, buf, pre + n, chunkname, "t");
     free(buf);
     if (rc != LUA_OK) {
@@ -278,8 +297,10 @@ static int l_require(lua_State *L)
 {
     struct cfm_run *r = need_run(L);
     const char *name = luaL_checkstring(L, 1);
-    char path[4096 + 256], chunk[300];
+    char path[4096 + 256], chunk[300], hash[65], what[160];
     struct cfm_why why = {{0}};
+    uint64_t seq;
+    int nres;
 
     if (!module_name_ok(name))
         return luaL_error(L, "require: '%s' is not a module name (letters, digits, '_', '.')",
@@ -295,9 +316,33 @@ static int l_require(lua_State *L)
     if (snprintf(path, sizeof path, "%s/%s", r->e->procedures_dir, chunk + 1) >=
         (int)sizeof path)
         return luaL_error(L, "require '%s': path too long", name);
-    if (!r->e->procedures_dir[0] || compile_file(L, path, chunk, &why) != CFM_OK)
+    if (!r->e->procedures_dir[0] || compile_file(L, path, chunk, hash, &why) != CFM_OK)
         return luaL_error(L, "require '%s': %s", name,
                           why.text[0] ? why.text : "no procedures directory");
+    /* The module's hash is journaled: a replay refuses a changed module. */
+    snprintf(what, sizeof what, "require %s", name);
+    nres = cfm_engine_call_replay(L, what, &seq);
+    if (nres < 0) {
+        json_t *res = json_pack("[s]", hash);
+        cfm_engine_call_record(L, seq, what, res, NULL);
+        json_decref(res);
+    } else {
+        const char *then = nres > 0 ? lua_tostring(L, -nres) : NULL;
+        if (!then || strcmp(then, hash) != 0) {
+            if (!r->replay || !r->replay->force) {
+                r->resumable = true;
+                return cfm_engine__diverge(
+                    L, r,
+                    "%s changed since the run began (sha256 %.12s then, %.12s now): not "
+                    "replayed against different code; `cfmctl runs resume %s --force` "
+                    "replays it against the new text",
+                    chunk + 1, then ? then : "?", hash, r->id);
+            }
+            cfm_warn("engine", "run %s: %s changed since the run began; replaying against "
+                     "the new text as the operator forced", r->id, chunk + 1);
+        }
+        lua_pop(L, nres);
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
     lua_call(L, 1, 1);
     if (lua_isnil(L, -1)) {
@@ -306,6 +351,185 @@ static int l_require(lua_State *L)
     }
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, name);
+    return 1;
+}
+
+/* --- determinism: pairs, clocks ------------------------------------- */
+
+/* A key of a table being sorted for pairs(). */
+struct skey {
+    int rank;          /* numbers, strings, booleans, then the rest */
+    lua_Number n;
+    const char *s;     /* anchored by the keys table */
+    size_t len;
+    lua_Integer idx;   /* in the keys table: next() order, the last resort */
+};
+
+static int cmp_skey(const void *pa, const void *pb)
+{
+    const struct skey *a = pa, *b = pb;
+    int c;
+
+    if (a->rank != b->rank)
+        return a->rank < b->rank ? -1 : 1;
+    if (a->rank == 0 && a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    if (a->rank == 1) {
+        c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+        if (c != 0)
+            return c;
+        if (a->len != b->len)
+            return a->len < b->len ? -1 : 1;
+    }
+    if (a->rank == 2 && a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* The iterator of sorted_pairs: upvalues (sorted keys, table, position). */
+static int sorted_next(lua_State *L)
+{
+    lua_Integer i = lua_tointeger(L, lua_upvalueindex(3));
+
+    for (;;) {
+        if (lua_rawgeti(L, lua_upvalueindex(1), ++i) == LUA_TNIL)
+            return 1;
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL)
+            break;
+        lua_pop(L, 2); /* removed while iterating */
+    }
+    lua_pushinteger(L, i);
+    lua_replace(L, lua_upvalueindex(3));
+    return 2;
+}
+
+/* pairs(t): like Lua's, but in a deterministic order (numbers ascending,
+ * then strings bytewise, then false, true, then other keys in next()
+ * order), so a run replayed in another process (another string hash seed)
+ * walks tables as it did the first time. __pairs is honoured. */
+static int sorted_pairs(lua_State *L)
+{
+    lua_Integer n = 0;
+    struct skey *ks;
+
+    if (luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 3);
+        return 3;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_newtable(L); /* 2: keys in next() order */
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 2, ++n);
+    }
+    ks = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *ks, 0); /* 3: collected */
+    for (lua_Integer i = 1; i <= n; i++) {
+        struct skey *k = &ks[i - 1];
+        int t = lua_rawgeti(L, 2, i);
+        memset(k, 0, sizeof *k);
+        k->idx = i;
+        if (t == LUA_TNUMBER) {
+            k->rank = 0;
+            k->n = lua_tonumber(L, -1);
+        } else if (t == LUA_TSTRING) {
+            k->rank = 1;
+            k->s = lua_tolstring(L, -1, &k->len);
+        } else if (t == LUA_TBOOLEAN) {
+            k->rank = 2;
+            k->n = lua_toboolean(L, -1);
+        } else {
+            k->rank = 3;
+        }
+        lua_pop(L, 1);
+    }
+    qsort(ks, (size_t)n, sizeof *ks, cmp_skey);
+    lua_createtable(L, (int)n, 0); /* 4: sorted keys */
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, ks[i - 1].idx);
+        lua_rawseti(L, 4, i);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, sorted_next, 3);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* The wall clock in seconds, journaled: a replay sees the time the first
+ * execution saw. */
+static lua_Integer journaled_time(lua_State *L)
+{
+    uint64_t seq;
+    lua_Integer t;
+    json_t *res;
+
+    if (cfm_engine_call_replay(L, "os.time", &seq) >= 0) {
+        t = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        return t;
+    }
+    t = (lua_Integer)time(NULL);
+    res = json_pack("[I]", (json_int_t)t);
+    cfm_engine_call_record(L, seq, "os.time", res, NULL);
+    json_decref(res);
+    return t;
+}
+
+/* os.time([t]): with a table, Lua's conversion; without, journaled. */
+static int l_os_time(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_insert(L, 1);
+        lua_call(L, lua_gettop(L) - 1, 1);
+        return 1;
+    }
+    need_run(L);
+    lua_pushinteger(L, journaled_time(L));
+    return 1;
+}
+
+/* os.date([fmt [, t]]): Lua's, with a journaled time when t is absent. */
+static int l_os_date(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_isnil(L, 2)) {
+        need_run(L);
+        lua_pushinteger(L, journaled_time(L));
+        lua_replace(L, 2);
+    }
+    if (lua_isnil(L, 1)) {
+        lua_pushliteral(L, "%c");
+        lua_replace(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+/* os.clock(): the manager's CPU time, journaled. */
+static int l_os_clock(lua_State *L)
+{
+    uint64_t seq;
+    double c;
+    json_t *res;
+    int n;
+
+    need_run(L);
+    if ((n = cfm_engine_call_replay(L, "os.clock", &seq)) >= 0)
+        return n;
+    c = (double)clock() / (double)CLOCKS_PER_SEC;
+    res = json_pack("[f]", c);
+    cfm_engine_call_record(L, seq, "os.clock", res, NULL);
+    json_decref(res);
+    lua_pushnumber(L, c);
     return 1;
 }
 
@@ -378,8 +602,18 @@ void cfm_engine__open_base(struct cfm_engine *e)
         lua_setfield(L, -2, *lib);
     }
     copy_lib(L, "os", os_keep);
+    lua_getfield(L, -1, "time");
+    lua_pushcclosure(L, l_os_time, 1);
+    lua_setfield(L, -2, "time");
+    lua_getfield(L, -1, "date");
+    lua_pushcclosure(L, l_os_date, 1);
+    lua_setfield(L, -2, "date");
+    lua_pushcfunction(L, l_os_clock);
+    lua_setfield(L, -2, "clock");
     make_proxy(L);
     lua_setfield(L, -2, "os");
+    lua_pushcfunction(L, sorted_pairs);
+    lua_setfield(L, -2, "pairs");
     copy_lib(L, "math", NULL);
     lua_pushnil(L);
     lua_setfield(L, -2, "randomseed");
@@ -431,9 +665,9 @@ static bool script_name_ok(const char *s)
 /* Pushes the compiled script (cached by name, size and mtime in the
  * registry), a function taking the run's globals as its argument. */
 int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *script,
-                            struct cfm_why *why)
+                            char *hash, struct cfm_why *why)
 {
-    char path[4096 + 256], chunk[260], stamp[64];
+    char path[4096 + 256], chunk[260], stamp[96];
     struct stat sb;
     int err;
 
@@ -447,8 +681,8 @@ int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *scri
     if (stat(path, &sb) != 0)
         return cfm_why_set(why, CFM_ENOTFOUND, "procedure %s not found in %s", script,
                            e->procedures_dir);
-    snprintf(stamp, sizeof stamp, "%lld:%lld", (long long)sb.st_size,
-             (long long)sb.st_mtime);
+    snprintf(stamp, sizeof stamp, "%lld:%lld:%lld.%09ld", (long long)sb.st_ino,
+             (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, (long)sb.st_mtim.tv_nsec);
     lua_getfield(L, LUA_REGISTRYINDEX, "cfm.scripts");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -459,6 +693,9 @@ int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *scri
     if (lua_getfield(L, -1, script) == LUA_TTABLE) {
         lua_getfield(L, -1, "stamp");
         if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), stamp) == 0) {
+            lua_getfield(L, -2, "hash");
+            snprintf(hash, 65, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+            lua_pop(L, 1);
             lua_getfield(L, -2, "fn");
             lua_replace(L, -4);
             lua_pop(L, 2);
@@ -468,13 +705,15 @@ int cfm_engine__load_script(struct cfm_engine *e, lua_State *L, const char *scri
     }
     lua_pop(L, 1);
     snprintf(chunk, sizeof chunk, "@%s", script);
-    if ((err = compile_file(L, path, chunk, why)) != CFM_OK) {
+    if ((err = compile_file(L, path, chunk, hash, why)) != CFM_OK) {
         lua_pop(L, 1);
         return err;
     }
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "fn");
+    lua_pushstring(L, hash);
+    lua_setfield(L, -2, "hash");
     lua_pushstring(L, stamp);
     lua_setfield(L, -2, "stamp");
     lua_setfield(L, -3, script);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "event.h"
+#include "failpoint.h"
 #include "id.h"
 #include "topic.h"
 #include "kind.h"
@@ -45,23 +46,36 @@ struct op {
     json_t *answer;                 /* agent answer to hand back */
 };
 
-static struct op *new_op(lua_State *L, struct cfm_api_ctx *ctx, const char *what)
+/* Suspends the calling run in call `what` (its journal entry's name). A
+ * NULL op means the journal answers the call (or it already failed): the
+ * caller just yields. Otherwise the op carries the call and its
+ * idempotency key "<run-id>.<seq>". */
+static struct op *begin_op(lua_State *L, struct cfm_api_ctx *ctx, const char *name,
+                           const char *what, struct cfm_call **callp)
 {
     struct cfm_run *r = cfm_engine_run_of(L);
+    struct cfm_call *call;
     struct op *op;
+    uint64_t seq;
 
     if (!r)
-        luaL_error(L, "%s: not inside a procedure run", what);
-    if (!ctx->driver && strcmp(what, "run_agent_command") && strcmp(what, "put_file"))
-        luaL_error(L, "%s: site %s has no cloud driver", what, ctx->site);
-    op = calloc(1, sizeof *op);
-    if (!op)
-        luaL_error(L, "%s: out of memory", what);
+        luaL_error(L, "%s: not inside a procedure run", name);
+    if (!ctx->driver && strcmp(name, "run_agent_command") && strcmp(name, "put_file"))
+        luaL_error(L, "%s: site %s has no cloud driver", name, ctx->site);
+    if (!(call = cfm_engine_suspend(L, what, &seq)))
+        luaL_error(L, "%s: out of memory", name);
+    *callp = call;
+    if (cfm_call_replayed(call))
+        return NULL;
+    if (!(op = calloc(1, sizeof *op))) {
+        cfm_engine_fail(call, "out of memory");
+        return NULL;
+    }
     op->ctx = ctx;
+    op->call = call;
     snprintf(op->system, sizeof op->system, "%s", cfm_run_system(r));
-    snprintf(op->what, sizeof op->what, "%s", what);
-    snprintf(op->key, sizeof op->key, "%.40s.%llu", cfm_run_id(r),
-             (unsigned long long)cfm_run_next_seq(r));
+    snprintf(op->what, sizeof op->what, "%s", name);
+    snprintf(op->key, sizeof op->key, "%.40s.%llu", cfm_run_id(r), (unsigned long long)seq);
     return op;
 }
 
@@ -71,6 +85,14 @@ static void free_op(struct op *op)
     free(op);
 }
 
+/* The call's request left for the driver or the agent. */
+static void sent(struct op *op)
+{
+    cfm_failpoint(op->what, "sent");
+}
+
+/* Ends op's call with an error (journaled with the model changes made
+ * since begin, in the transaction the caller opened). */
 static void fail_op(struct op *op, const char *fmt, const char *detail)
 {
     char msg[CFM_WHY_MAX + 64];
@@ -168,29 +190,21 @@ static void record_instance(struct cfm_api_ctx *ctx, const struct cfm_vm_info *v
     cfm_obj_free(obj);
 }
 
-static int push_json_answer(lua_State *co, void *arg)
-{
-    cfm_lua_push_json(co, arg);
-    return 1;
-}
-
 /* Completes op's call with {id = vm id, <VMInstance body>}. */
 static void complete_with_vm(struct op *op, json_t *body)
 {
     json_object_set_new(body, "id", json_string(op->vm.id));
-    cfm_engine_complete(op->call, push_json_answer, body);
+    cfm_engine_complete(op->call, body);
     json_decref(body);
     free_op(op);
 }
 
 /* --- run_vm ---------------------------------------------------------- */
 
-static void on_agent_online(void *arg, enum cfm_err err, const json_t *status, const char *why)
+static void agent_online(struct op *op, enum cfm_err err, const char *why)
 {
-    struct op *op = arg;
     json_t *body;
 
-    (void)status;
     if (err != CFM_OK) {
         json_decref(record_vm(op->ctx, &op->vm, "failed", op->element));
         fail_op(op, "%s: %s", why);
@@ -206,6 +220,19 @@ static void on_agent_online(void *arg, enum cfm_err err, const json_t *status, c
     complete_with_vm(op, body);
 }
 
+/* The model changes a call's result brings and its journal entry are one
+ * transaction. */
+static void on_agent_online(void *arg, enum cfm_err err, const json_t *status, const char *why)
+{
+    struct op *op = arg;
+    struct cfm_replica *rep = op->ctx->replica;
+
+    (void)status;
+    cfm_replica_begin(rep);
+    agent_online(op, err, why);
+    cfm_replica_commit(rep);
+}
+
 static void on_vm_started(void *arg, enum cfm_err err, const struct cfm_vm_info *vm,
                           const char *why)
 {
@@ -215,6 +242,7 @@ static void on_vm_started(void *arg, enum cfm_err err, const struct cfm_vm_info 
         fail_op(op, "%s: %s", why);
         return;
     }
+    sent(op);
     op->vm = *vm;
     json_decref(record_vm(op->ctx, vm, "starting", op->element));
     if (cfm_agentc_wait_online(op->ctx->agentc, vm->id, op->timeout_s, on_agent_online, op) !=
@@ -235,31 +263,38 @@ static int l_run_vm(lua_State *L)
 {
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
     const char *cls = luaL_checkstring(L, 1);
+    char element[CFM_MAX_ID + 1] = "", what[96];
+    double timeout = DEFAULT_BOOT_TIMEOUT_S;
     struct cfm_obj *vc = NULL;
     struct cfm_vm_spec spec;
-    char waiting[96];
+    struct cfm_call *call;
     struct op *op;
     enum cfm_err err;
 
     if (!cfm_id_valid(cls))
         return luaL_error(L, "run_vm: '%s' is not a VM class id", cls);
-    op = new_op(L, ctx, "run_vm");
-    op->timeout_s = DEFAULT_BOOT_TIMEOUT_S;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "element");
         if (lua_isstring(L, -1) && cfm_id_valid(lua_tostring(L, -1)))
-            snprintf(op->element, sizeof op->element, "%s", lua_tostring(L, -1));
+            snprintf(element, sizeof element, "%s", lua_tostring(L, -1));
         lua_getfield(L, 2, "timeout");
         if (lua_isnumber(L, -1) && lua_tonumber(L, -1) > 0)
-            op->timeout_s = lua_tonumber(L, -1);
+            timeout = lua_tonumber(L, -1);
         lua_pop(L, 2);
     }
-    if (cfm_store_get(ctx->st, op->system, CFM_KIND_VM_CLASS, cls, &vc) != CFM_OK || vc->deleted) {
-        cfm_obj_free(vc);
-        free_op(op);
-        return luaL_error(L, "run_vm: system %s has no VMClass '%s'", op->system, cls);
-    }
+    snprintf(what, sizeof what, "run_vm %s", cls);
+    if (!(op = begin_op(L, ctx, "run_vm", what, &call)))
+        return cfm_engine_yield_call(L, call);
+    op->timeout_s = timeout;
+    snprintf(op->element, sizeof op->element, "%s", element);
     snprintf(op->vm_class, sizeof op->vm_class, "%s", cls);
+    if (cfm_store_get(ctx->st, op->system, CFM_KIND_VM_CLASS, cls, &vc) != CFM_OK || vc->deleted) {
+        char msg[CFM_MAX_ID * 2 + 64];
+        snprintf(msg, sizeof msg, "system %s has no VMClass '%s'", op->system, cls);
+        cfm_obj_free(vc);
+        fail_op(op, "%s: %s", msg);
+        return cfm_engine_yield_call(L, call);
+    }
     memset(&spec, 0, sizeof spec);
     spec.key = op->key;
     spec.system = op->system;
@@ -267,18 +302,11 @@ static int l_run_vm(lua_State *L)
     spec.image = json_string_value(class_field(vc->body, ctx->site, "image"));
     spec.cpu = (int)json_integer_value(class_field(vc->body, ctx->site, "cpu"));
     spec.memory_mb = (int)json_integer_value(class_field(vc->body, ctx->site, "memory_mb"));
-    snprintf(waiting, sizeof waiting, "run_vm %s", cls);
-    op->call = cfm_engine_suspend(L, waiting);
-    if (!op->call) {
-        cfm_obj_free(vc);
-        free_op(op);
-        return luaL_error(L, "run_vm: out of memory");
-    }
     err = ctx->driver_ops->run(ctx->driver, &spec, on_vm_started, op);
     cfm_obj_free(vc);
     if (err != CFM_OK)
         fail_op(op, "%s: the driver refused: %s", cfm_strerror(err));
-    return cfm_engine_yield_call(L, op->call);
+    return cfm_engine_yield_call(L, call);
 }
 
 /* --- terminate, volumes, addresses ------------------------------------ */
@@ -299,10 +327,9 @@ static bool end_instances(void *arg, const struct cfm_obj *obj)
     return true;
 }
 
-static void on_vm_changed(void *arg, enum cfm_err err, const struct cfm_vm_info *vm,
-                          const char *why)
+static void vm_changed(struct op *op, enum cfm_err err, const struct cfm_vm_info *vm,
+                       const char *why)
 {
-    struct op *op = arg;
     json_t *body;
 
     if (err != CFM_OK) {
@@ -336,24 +363,36 @@ static void on_vm_changed(void *arg, enum cfm_err err, const struct cfm_vm_info 
     complete_with_vm(op, body);
 }
 
+static void on_vm_changed(void *arg, enum cfm_err err, const struct cfm_vm_info *vm,
+                          const char *why)
+{
+    struct op *op = arg;
+    struct cfm_replica *rep = op->ctx->replica;
+
+    cfm_replica_begin(rep);
+    vm_changed(op, err, vm, why);
+    cfm_replica_commit(rep);
+}
+
 static int l_terminate_vm(lua_State *L)
 {
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
     const char *vm = vm_arg(L, 1, "terminate_vm");
-    struct op *op = new_op(L, ctx, "terminate_vm");
-    char waiting[96];
+    struct cfm_call *call;
+    char what[96];
+    struct op *op;
     enum cfm_err err;
 
-    snprintf(waiting, sizeof waiting, "terminate_vm %s", vm);
-    if (!(op->call = cfm_engine_suspend(L, waiting))) {
-        free_op(op);
-        return luaL_error(L, "terminate_vm: out of memory");
-    }
+    snprintf(what, sizeof what, "terminate_vm %s", vm);
+    if (!(op = begin_op(L, ctx, "terminate_vm", what, &call)))
+        return cfm_engine_yield_call(L, call);
     err = ctx->driver_ops->terminate(ctx->driver, vm, op->key, on_vm_changed, op);
     if (err != CFM_OK)
         fail_op(op, "%s: %s", err == CFM_ENOTFOUND ? "no such VM at this site"
                                                     : cfm_strerror(err));
-    return cfm_engine_yield_call(L, op->call);
+    else
+        cfm_failpoint("terminate_vm", "sent");
+    return cfm_engine_yield_call(L, call);
 }
 
 static const char *id_or_table(lua_State *L, int idx, const char *what)
@@ -377,19 +416,20 @@ static int l_attach_volume(lua_State *L)
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
     const char *vm = vm_arg(L, 1, "attach_volume");
     const char *vol = id_or_table(L, 2, "attach_volume");
-    struct op *op = new_op(L, ctx, "attach_volume");
-    char waiting[160];
+    struct cfm_call *call;
+    char what[160];
+    struct op *op;
     enum cfm_err err;
 
-    snprintf(waiting, sizeof waiting, "attach_volume %s to %s", vol, vm);
-    if (!(op->call = cfm_engine_suspend(L, waiting))) {
-        free_op(op);
-        return luaL_error(L, "attach_volume: out of memory");
-    }
+    snprintf(what, sizeof what, "attach_volume %s to %s", vol, vm);
+    if (!(op = begin_op(L, ctx, "attach_volume", what, &call)))
+        return cfm_engine_yield_call(L, call);
     err = ctx->driver_ops->attach_volume(ctx->driver, vm, vol, op->key, on_vm_changed, op);
     if (err != CFM_OK)
         fail_op(op, "%s: %s", cfm_strerror(err));
-    return cfm_engine_yield_call(L, op->call);
+    else
+        cfm_failpoint("attach_volume", "sent");
+    return cfm_engine_yield_call(L, call);
 }
 
 /* Clears the address from the record of any other VM that held it. */
@@ -415,14 +455,17 @@ static void on_address(void *arg, enum cfm_err err, const struct cfm_vm_info *vm
                        const char *why)
 {
     struct op *op = arg;
+    struct cfm_replica *rep = op->ctx->replica;
     struct cfm_store_filter f = {.kind = CFM_KIND_VM_INSTANCE};
 
+    cfm_replica_begin(rep);
     if (err == CFM_OK) {
         op->vm = *vm;
         f.system = vm->system;
         cfm_store_each(op->ctx->st, &f, clear_moved_address, op);
     }
-    on_vm_changed(arg, err, vm, why);
+    vm_changed(op, err, vm, why);
+    cfm_replica_commit(rep);
 }
 
 static int l_associate_address(lua_State *L)
@@ -430,32 +473,23 @@ static int l_associate_address(lua_State *L)
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
     const char *vm = vm_arg(L, 1, "associate_address");
     const char *addr = id_or_table(L, 2, "associate_address");
-    struct op *op = new_op(L, ctx, "associate_address");
-    char waiting[160];
+    struct cfm_call *call;
+    char what[160];
+    struct op *op;
     enum cfm_err err;
 
-    snprintf(waiting, sizeof waiting, "associate_address %s to %s", addr, vm);
-    if (!(op->call = cfm_engine_suspend(L, waiting))) {
-        free_op(op);
-        return luaL_error(L, "associate_address: out of memory");
-    }
+    snprintf(what, sizeof what, "associate_address %s to %s", addr, vm);
+    if (!(op = begin_op(L, ctx, "associate_address", what, &call)))
+        return cfm_engine_yield_call(L, call);
     err = ctx->driver_ops->associate_address(ctx->driver, vm, addr, op->key, on_address, op);
     if (err != CFM_OK)
         fail_op(op, "%s: %s", cfm_strerror(err));
-    return cfm_engine_yield_call(L, op->call);
+    else
+        cfm_failpoint("associate_address", "sent");
+    return cfm_engine_yield_call(L, call);
 }
 
 /* --- agent calls --------------------------------------------------------- */
-
-static int push_answer(lua_State *co, void *arg)
-{
-    json_t *answer = arg;
-
-    json_object_del(answer, "ok");
-    json_object_del(answer, "id");
-    cfm_lua_push_json(co, answer);
-    return 1;
-}
 
 static void on_agent_answer(void *arg, enum cfm_err err, const json_t *answer, const char *why)
 {
@@ -472,27 +506,37 @@ static void on_agent_answer(void *arg, enum cfm_err err, const json_t *answer, c
         return;
     }
     copy = json_deep_copy(answer);
-    cfm_engine_complete(op->call, push_answer, copy);
+    json_object_del(copy, "ok");
+    json_object_del(copy, "id");
+    cfm_engine_complete(op->call, copy);
     json_decref(copy);
     free_op(op);
 }
 
-/* Sends req (stolen) to vm's agent for the calling run. */
-static int agent_call(lua_State *L, struct op *op, const char *vm, json_t *req, double timeout)
+/* Sends req (stolen) to vm's agent for the calling run, in call `what`. */
+static int agent_call(lua_State *L, struct cfm_api_ctx *ctx, const char *name, const char *vm,
+                      json_t *req, double timeout)
 {
-    char waiting[160];
+    struct cfm_call *call;
+    char what[CFM_MAX_ID + 256];
+    struct op *op;
     enum cfm_err err;
+    const char *path = json_string_value(json_object_get(req, "path"));
 
-    snprintf(waiting, sizeof waiting, "%s on %s", op->what, vm);
-    if (!(op->call = cfm_engine_suspend(L, waiting))) {
+    if (path)
+        snprintf(what, sizeof what, "%s %.200s on %s", name, path, vm);
+    else
+        snprintf(what, sizeof what, "%s on %s", name, vm);
+    if (!(op = begin_op(L, ctx, name, what, &call))) {
         json_decref(req);
-        free_op(op);
-        return luaL_error(L, "out of memory");
+        return cfm_engine_yield_call(L, call);
     }
     err = cfm_agentc_request(op->ctx->agentc, vm, op->key, req, timeout, on_agent_answer, op);
     if (err != CFM_OK)
         fail_op(op, "%s: cannot send the request: %s", cfm_strerror(err));
-    return cfm_engine_yield_call(L, op->call);
+    else
+        sent(op);
+    return cfm_engine_yield_call(L, call);
 }
 
 /* run_agent_command(vm, cmd, opts) -> {code, stdout, stderr, timed_out, ...} */
@@ -506,7 +550,6 @@ static int l_run_agent_command(lua_State *L)
 
     lua_settop(L, 3); /* the slot below must not pose as opts */
     slot = cfm_lua_json_slot(L);
-    struct op *op;
 
     if (lua_type(L, 2) == LUA_TSTRING) {
         *slot = json_pack("{s:s, s:s}", "op", "exec", "shell", lua_tostring(L, 2));
@@ -543,8 +586,8 @@ static int l_run_agent_command(lua_State *L)
         }
         lua_pop(L, 1);
     }
-    op = new_op(L, ctx, "run_agent_command");
-    return agent_call(L, op, vm, json_incref(*slot), timeout + ANSWER_GRACE_S);
+    return agent_call(L, ctx, "run_agent_command", vm, json_incref(*slot),
+                      timeout + ANSWER_GRACE_S);
 }
 
 /* put_file(vm, path, content, opts) -> {path, size} */
@@ -556,7 +599,6 @@ static int l_put_file(lua_State *L)
     size_t len;
     const char *content = luaL_checklstring(L, 3, &len);
     json_t **slot;
-    struct op *op;
 
     lua_settop(L, 4); /* the slot below must not pose as opts */
     slot = cfm_lua_json_slot(L);
@@ -566,8 +608,7 @@ static int l_put_file(lua_State *L)
         return luaL_error(L, "put_file: content must be UTF-8 text");
     if (lua_istable(L, 4) && lua_getfield(L, 4, "mode") == LUA_TSTRING)
         json_object_set_new(*slot, "mode", json_string(lua_tostring(L, -1)));
-    op = new_op(L, ctx, "put_file");
-    return agent_call(L, op, vm, json_incref(*slot), DEFAULT_CMD_TIMEOUT_S);
+    return agent_call(L, ctx, "put_file", vm, json_incref(*slot), DEFAULT_CMD_TIMEOUT_S);
 }
 
 void cfm_vmapi_open(struct cfm_api_ctx *ctx, lua_State *L)

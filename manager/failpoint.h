@@ -1,0 +1,29 @@
+/*
+ * failpoint.h - crash injection for the durability tests.
+ *
+ * With CFM_FAILPOINT=CALL:N:PHASE in its environment, the manager kills
+ * itself with SIGKILL the N-th time (counting from 1) an API call named
+ * CALL (run_vm, put_file, publish_cloud_event, cfm.save, wait_cloud_event,
+ * sleep, ...) reaches PHASE:
+ *
+ *   sent       the call's effect was requested (driver, agent, bus) and
+ *              nothing of its result is journaled
+ *   done       the result is known, the model changes are about to be
+ *              written with the journal entry
+ *   journaled  the journal entry is committed (the kill comes at the start
+ *              of the next loop turn, before the run goes on)
+ *
+ * Without the variable every failpoint is one comparison.
+ */
+#ifndef CFM_FAILPOINT_H
+#define CFM_FAILPOINT_H
+
+#include <uv.h>
+
+/* Reads CFM_FAILPOINT; a malformed value is logged and ignored. */
+void cfm_failpoint_init(uv_loop_t *loop);
+
+/* what: the call ("run_vm small": its first word names it). */
+void cfm_failpoint(const char *what, const char *phase);
+
+#endif
