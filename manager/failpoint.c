@@ -16,8 +16,9 @@ static struct {
     char phase[16];
     long nth;
     long hits;
-    uv_loop_t *loop;
-    uv_timer_t timer;
+    bool pending;              /* reached inside a transaction: die at its commit */
+    bool (*in_txn)(void *);
+    void *txn_arg;
 } fp;
 
 static void die(const char *why)
@@ -28,19 +29,15 @@ static void die(const char *why)
     raise(SIGKILL);
 }
 
-static void on_timer(uv_timer_t *t)
-{
-    (void)t;
-    die("after the commit");
-}
-
-void cfm_failpoint_init(uv_loop_t *loop)
+void cfm_failpoint_init(bool (*in_txn)(void *arg), void *arg)
 {
     const char *v = getenv("CFM_FAILPOINT");
     char phase[16];
     int n = 0;
 
     fp.armed = false;
+    fp.in_txn = in_txn;
+    fp.txn_arg = arg;
     if (!v || !*v)
         return;
     if (sscanf(v, "%63[^:]:%ld:%15s%n", fp.call, &fp.nth, phase, &n) != 3 ||
@@ -51,7 +48,6 @@ void cfm_failpoint_init(uv_loop_t *loop)
         return;
     }
     snprintf(fp.phase, sizeof fp.phase, "%s", phase);
-    fp.loop = loop;
     fp.hits = 0;
     fp.armed = true;
     cfm_warn("failpoint", "armed: SIGKILL at %s number %ld, phase %s", fp.call, fp.nth,
@@ -68,12 +64,15 @@ void cfm_failpoint(const char *what, const char *phase)
     if (len != strlen(fp.call) || strncmp(what, fp.call, len) != 0 || ++fp.hits != fp.nth)
         return;
     fp.armed = false;
-    if (strcmp(phase, "journaled") != 0 || !fp.loop) {
-        die(what);
+    if (strcmp(phase, "journaled") == 0 && fp.in_txn && fp.in_txn(fp.txn_arg)) {
+        fp.pending = true; /* the entry is written, not yet committed */
         return;
     }
-    /* Timers run first in the next loop turn: after this turn's commit,
-     * before any fiber resumes. */
-    uv_timer_init(fp.loop, &fp.timer);
-    uv_timer_start(&fp.timer, on_timer, 0, 0);
+    die(what);
+}
+
+void cfm_failpoint_committed(void)
+{
+    if (fp.pending)
+        die("after the commit");
 }

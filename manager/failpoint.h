@@ -10,18 +10,23 @@
  *              nothing of its result is journaled
  *   done       the result is known, the model changes are about to be
  *              written with the journal entry
- *   journaled  the journal entry is committed (the kill comes at the start
- *              of the next loop turn, before the run goes on)
+ *   journaled  the journal entry is committed (the kill comes right after
+ *              the commit of the transaction that wrote it)
  *
  * Without the variable every failpoint is one comparison.
  */
 #ifndef CFM_FAILPOINT_H
 #define CFM_FAILPOINT_H
 
-#include <uv.h>
+#include <stdbool.h>
 
-/* Reads CFM_FAILPOINT; a malformed value is logged and ignored. */
-void cfm_failpoint_init(uv_loop_t *loop);
+/* Reads CFM_FAILPOINT; a malformed value is logged and ignored. in_txn
+ * tells whether a store transaction is open (a "journaled" failpoint
+ * reached inside one waits for cfm_failpoint_committed()). */
+void cfm_failpoint_init(bool (*in_txn)(void *arg), void *arg);
+
+/* The outermost transaction committed. */
+void cfm_failpoint_committed(void);
 
 /* what: the call ("run_vm small": its first word names it). */
 void cfm_failpoint(const char *what, const char *phase);

@@ -419,6 +419,11 @@ static void on_run_state(void *arg, struct cfm_run *run)
     cfm_replica_commit(ctx->replica);
 }
 
+static bool store_in_txn(void *arg)
+{
+    return cfm_store_in_txn(arg);
+}
+
 static void on_run_start(void *arg, struct cfm_run *run)
 {
     struct cfm_api_ctx *ctx = arg;
@@ -649,7 +654,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
             goto fail;
         m->api.engine = m->engine;
-        cfm_failpoint_init(loop);
+        cfm_failpoint_init(store_in_txn, m->store);
         /* Before any message arrives: events held by the broker for this
          * session while we were down find their runs waiting again. */
         cfm_journal_restore_all(m->store, m->engine);

@@ -12,6 +12,8 @@
  */
 #include "replica.h"
 
+#include "failpoint.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +120,7 @@ enum cfm_err cfm_replica_commit(struct cfm_replica *r)
 
     if (cfm_store_in_txn(r->st))
         return err;
+    cfm_failpoint_committed();
     for (size_t i = 0; err == CFM_OK && i < r->ndeferred; i++)
         publish_row(r, &r->deferred[i]);
     drop_deferred(r);
