@@ -63,6 +63,26 @@ elapsed=$(echo "$result" | sed -n 's/.*"elapsed_ms": \([0-9]*\).*/\1/p')
 [ "${elapsed:-0}" -ge 6000 ] && [ "${elapsed:-0}" -lt 8500 ] ||
     fail "run 2's wait ended after $elapsed ms; expected its 6 s timeout, counted from its start"
 
+step "SIGKILL inside wait_cloud_event: with the wait registered, and with its event journaled"
+n=0
+for fp in cfm.now_ms:1:done wait_cloud_event:1:sent wait_cloud_event:1:journaled; do
+    n=$((n + 1))
+    restart_with "$fp"
+    pub a cfm/v1/sys/shop/event/wait "{\"id\": \"ev-fp-$n\", \"payload\": {\"token\": \"fp$n\", \"timeout\": 60}}"
+    run=$(run_id "ev-fp-$n" site-a wait)
+    if [ "$fp" = wait_cloud_event:1:journaled ]; then
+        wait_until 20 "$fp: the run to wait" is_state "$run" waiting
+        pub a cfm/v1/sys/shop/event/go "{\"id\": \"ev-go-fp$n\", \"payload\": {\"token\": \"fp$n\"}}"
+        died_of_failpoint
+    else
+        died_of_failpoint
+        pub a cfm/v1/sys/shop/event/go "{\"id\": \"ev-go-fp$n\", \"payload\": {\"token\": \"fp$n\"}}"
+    fi
+    start_manager site-a a --procedures "$PROCS"
+    ctl site-a runs wait "$run" --timeout 30 >/dev/null || fail "$fp: the run did not succeed"
+    assert_contains "$(run_field site-a "$run" result)" "\"got\": \"ev-go-fp$n\"" "$fp: the event"
+done
+
 step "async tasks sharing a table replay in their first order after SIGKILL inside a sleep"
 for fp in sleep:3:sent sleep:4:journaled publish_cloud_event:1:done publish_cloud_event:1:journaled; do
     restart_with "$fp"
