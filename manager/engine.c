@@ -104,14 +104,15 @@ void cfm_engine__drop_timer(struct cfm_fiber *f)
 void cfm_engine__unlink_waiter(struct cfm_fiber *f)
 {
     struct cfm_engine *e = f->run->e;
-    struct cfm_fiber **p = &e->waiters[cfm_engine__hash(f->ev_key)];
+    struct cfm_fiber **p = &e->waiters[f->wbucket];
 
-    for (; *p; p = &(*p)->next_waiter) {
+    for (; f->linked && *p; p = &(*p)->next_waiter) {
         if (*p == f) {
             *p = f->next_waiter;
             break;
         }
     }
+    f->linked = false;
     f->next_waiter = NULL;
     json_decref(f->match);
     f->match = NULL;
@@ -235,7 +236,8 @@ static struct cfm_replay *new_replay(const struct cfm_run_restore *rs)
         if (je->at >= 0)
             rp->q[rp->nq++] = je;
     }
-    qsort(rp->q, rp->nq, sizeof *rp->q, cmp_delivery);
+    if (rp->nq > 1)
+        qsort(rp->q, rp->nq, sizeof *rp->q, cmp_delivery);
     return rp;
 }
 

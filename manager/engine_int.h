@@ -48,6 +48,8 @@ struct cfm_fiber {
     char ev_key[2 * CFM_MAX_ID + 2];
     json_t *match;
     struct cfm_fiber *next_waiter;
+    unsigned wbucket;            /* its chain in engine's waiters */
+    bool linked;
     /* WAIT_TASKS */
     int *wait_ids;
     int nwait;

@@ -99,6 +99,8 @@ static void arm_timer(struct cfm_fiber *f, int64_t ms)
     if (!w)
         return; /* no timeout rather than a crash; the run's deadline still holds */
     w->f = f;
+    /* ms is counted from now: from the loop's cached time it would end early. */
+    uv_update_time(f->run->e->loop);
     uv_timer_init(f->run->e->loop, &w->t);
     w->t.data = w;
     uv_timer_start(&w->t, on_wtimer, ms <= 0 ? 0 : (uint64_t)ms, 0);
@@ -164,6 +166,69 @@ static bool matches(const json_t *match, const json_t *event)
     return true;
 }
 
+/* --- the index of waiters ----------------------------------------------
+ *
+ * A waiter whose match has a string or integer field is chained in the
+ * bucket of (system/type, that field, its value); others in the bucket of
+ * system/type. An event visits the bucket of its system/type and, for each
+ * string or integer field of its payload, the bucket of (system/type,
+ * field, value): with 10,000 runs waiting for one type, each for its own
+ * token, an event looks at a handful of them, not all. Every waiter visited
+ * is still checked in full, so the index only narrows the search. */
+
+static unsigned hash_more(unsigned h, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return (h ^ 0x1fu) * 16777619u;
+}
+
+/* The text a match value is indexed by: strings as they are, numbers with
+ * an integral value in decimal. False when v is not indexable. */
+static bool index_text(const json_t *v, char *out, size_t len)
+{
+    double d;
+
+    if (json_is_string(v) && json_string_length(v) < len) {
+        memcpy(out, json_string_value(v), json_string_length(v) + 1);
+        return strlen(out) == json_string_length(v); /* no NUL inside */
+    }
+    if (json_is_integer(v)) {
+        snprintf(out, len, "%lld", (long long)json_integer_value(v));
+        return true;
+    }
+    d = json_number_value(v);
+    if (json_is_real(v) && d == (double)(long long)d && d > -9e15 && d < 9e15) {
+        snprintf(out, len, "%lld", (long long)d);
+        return true;
+    }
+    return false;
+}
+
+static unsigned field_bucket(const char *key, const char *field, const char *text)
+{
+    return hash_more(hash_more(hash_more(2166136261u, key), field), text) % CFM_WAIT_BUCKETS;
+}
+
+/* Chains f (waiting for f->ev_key with f->match) in its bucket. */
+static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f)
+{
+    char text[256];
+    const char *field;
+    json_t *v;
+
+    f->wbucket = cfm_engine__hash(f->ev_key);
+    json_object_foreach(f->match, field, v) {
+        if (index_text(v, text, sizeof text)) {
+            f->wbucket = field_bucket(f->ev_key, field, text);
+            break;
+        }
+    }
+    f->next_waiter = e->waiters[f->wbucket];
+    e->waiters[f->wbucket] = f;
+    f->linked = true;
+}
+
 /* Hands event to waiting fiber f (made ready with the event as its result). */
 static void deliver(struct cfm_fiber *f, const json_t *event)
 {
@@ -202,7 +267,6 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
     json_t *match = NULL;
     char what[2 * CFM_MAX_ID + 24];
     int64_t left;
-    unsigned b;
 
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -247,28 +311,18 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
         }
     }
     left = wait_left(f, je, timeout);
-    b = cfm_engine__hash(f->ev_key);
-    f->next_waiter = e->waiters[b];
-    e->waiters[b] = f;
+    link_waiter(e, f);
     if (left >= 0)
         arm_timer(f, left);
     return lua_yieldk(L, 0, 0, call_done);
 }
 
-void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *type,
-                         const json_t *event)
+/* Delivers event to the waiters for key chained in bucket b that it matches. */
+static void offer(struct cfm_engine *e, unsigned b, const char *key, const json_t *event)
 {
-    char key[2 * CFM_MAX_ID + 2];
-    struct cfm_recent *slot;
     struct cfm_fiber **p;
 
-    snprintf(key, sizeof key, "%s/%s", system, type);
-    slot = &e->recent[e->recent_next++ % CFM_RECENT_EVENTS];
-    json_decref(slot->event);
-    snprintf(slot->key, sizeof slot->key, "%s", key);
-    slot->event = json_deep_copy(event);
-    slot->ms = cfm_time_ms();
-    for (p = &e->waiters[cfm_engine__hash(key)]; *p;) {
+    for (p = &e->waiters[b]; *p;) {
         struct cfm_fiber *f = *p;
         if (strcmp(f->ev_key, key) != 0 || consumed(f->run, event) || !matches(f->match, event)) {
             p = &f->next_waiter;
@@ -276,10 +330,31 @@ void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *t
         }
         *p = f->next_waiter;
         f->next_waiter = NULL;
+        f->linked = false;
         json_decref(f->match);
         f->match = NULL;
         deliver(f, event);
     }
+}
+
+void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *type,
+                         const json_t *event)
+{
+    char key[2 * CFM_MAX_ID + 2], text[256];
+    struct cfm_recent *slot;
+    const char *field;
+    json_t *v;
+
+    snprintf(key, sizeof key, "%s/%s", system, type);
+    slot = &e->recent[e->recent_next++ % CFM_RECENT_EVENTS];
+    json_decref(slot->event);
+    snprintf(slot->key, sizeof slot->key, "%s", key);
+    slot->event = json_deep_copy(event);
+    slot->ms = cfm_time_ms();
+    offer(e, cfm_engine__hash(key), key, event);
+    json_object_foreach(json_object_get(event, "payload"), field, v)
+        if (index_text(v, text, sizeof text))
+            offer(e, field_bucket(key, field, text), key, event);
     /* Forget events older than RECENT_MS lazily: a slot is reused in turn. */
 }
 

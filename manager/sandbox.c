@@ -447,7 +447,8 @@ static int sorted_pairs(lua_State *L)
         }
         lua_pop(L, 1);
     }
-    qsort(ks, (size_t)n, sizeof *ks, cmp_skey);
+    if (n > 1)
+        qsort(ks, (size_t)n, sizeof *ks, cmp_skey);
     lua_createtable(L, (int)n, 0); /* 4: sorted keys */
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, ks[i - 1].idx);
