@@ -7,6 +7,8 @@
 # twice), files (the lb's backend list, the data on the replica's volume)
 # and events (one dr_completed id), as if nothing had happened.
 #
+# CFM_CRASH_POINTS="CALL:N:PHASE ..." runs only those rounds.
+#
 # Each round starts from scratch: a fresh broker, a fresh site-b whose
 # standby replica holds data the primary (site-a, gone before the round
 # begins) wrote, then the dr event.
@@ -59,7 +61,8 @@ round() { # FAILPOINT
     pub "$broker" cfm/v1/sys/shop/event/deploy_element \
         "{\"id\": \"rep-$ROUND\", \"payload\": {\"target_site\": \"site-b\", \"element\": \"db-replica\"}}"
     rrun=$(run_id "rep-$ROUND" site-b deploy_element)
-    ctl site-b runs wait "$rrun" --timeout 120 >/dev/null || fail "$fp: the replica's deploy"
+    ctl site-b runs wait "$rrun" --timeout 120 >/dev/null ||
+        fail "$fp: the replica's deploy: $(ctl site-b runs show "$rrun" | tail -n 20)"
     rep=$(ip_of db-replica 7)
     curl -sf --max-time 3 -X PUT --data "2 books" "http://$rep:7000/kv/order-1" >/dev/null ||
         fail "$fp: write to the replica"
@@ -114,11 +117,11 @@ round() { # FAILPOINT
     stop_broker "$broker"
 }
 
-for fp in terminate_vm:1:sent cfm.objects:4:journaled run_vm:1:sent run_vm:1:done \
+for fp in ${CFM_CRASH_POINTS:-terminate_vm:1:sent cfm.objects:4:journaled run_vm:1:sent run_vm:1:done \
           attach_volume:1:sent attach_volume:1:journaled run_agent_command:1:sent \
           run_agent_command:3:done run_vm:3:sent put_file:1:sent associate_address:1:done \
           cfm.save:1:done cfm.save:1:journaled publish_cloud_event:1:done \
-          publish_cloud_event:1:journaled; do
+          publish_cloud_event:1:journaled}; do
     round "$fp"
 done
 pass
