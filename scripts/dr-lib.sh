@@ -5,8 +5,11 @@
 # in the sites' state dirs; dr_cleanup stops them all.
 
 declare -A DR_PORT=()
+declare -A DR_NET=()
 declare -a DR_PIDS=()
 DR_SRC=${DR_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+# Where the sites of every run using this file claim their addresses.
+DR_NETS=${DR_NETS:-${TMPDIR:-/tmp}/cfm-dr-nets}
 
 dr_wait() { # SECONDS DESCRIPTION COMMAND...: a bounded poll on a condition
     local limit=$1 what=$2
@@ -54,15 +57,45 @@ dr_broker() {
     dr_wait 10 "broker $name" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
 }
 
+# dr_net SITE: sets DR_NET[SITE], the N of the site's private net 127.77.N
+# and public pool 127.78.N, to one no other site holds, of this run or of
+# another running at the same time (ctest -j): two sites on one net give two
+# VMs one address, and a service started on one of them would find its
+# address taken and its health check answered by the other's. The claim is
+# a directory DR_NETS/N naming its owner (this shell); dr_cleanup drops it,
+# and a claim whose owner is gone (killed before its cleanup) is taken over.
+dr_net() {
+    local site=$1 n k owner
+    [ -z "${DR_NET[$site]:-}" ] || return 0
+    mkdir -p "$DR_NETS" || fail "cannot create $DR_NETS"
+    for ((k = 0; k < 250; k++)); do
+        n=$(((DR_PORT[$site] + k) % 250 + 1))
+        if ! mkdir "$DR_NETS/$n" 2>/dev/null; then
+            owner=$(cat "$DR_NETS/$n/owner" 2>/dev/null)
+            [ -n "$owner" ] || continue # being claimed right now, or unreadable
+            { kill -0 "$owner" 2>/dev/null || [ -d "/proc/$owner" ]; } && continue
+            mv "$DR_NETS/$n" "$DR_NETS/$n.stale.$$" 2>/dev/null || continue
+            rm -rf "$DR_NETS/$n.stale.$$"
+            mkdir "$DR_NETS/$n" 2>/dev/null || continue
+        fi
+        echo $$ >"$DR_NETS/$n/owner"
+        DR_NET[$site]=$n
+        return 0
+    done
+    fail "no free private net 127.77.N left (claims in $DR_NETS)"
+}
+
 # dr_manager SITE CPU: the manager of SITE on its broker, with the standard
-# procedures and a local cloud of CPU vCPUs.
+# procedures and a local cloud of CPU vCPUs. A site started again keeps its
+# net.
 dr_manager() {
     local site=$1 cpu=$2
+    dr_net "$site"
     cat >"$DIR/$site.json" <<CONF
 {"site": "$site", "broker": {"host": "127.0.0.1", "port": ${DR_PORT[$site]}},
  "state_dir": "$DIR/$site", "procedures_dir": "$DR_SRC/procedures",
  "driver": {"type": "local", "capacity": {"cpu": $cpu, "memory_mb": 16384},
-            "private_net": "127.77.$((DR_PORT[$site] % 250 + 1))"}}
+            "private_net": "127.77.${DR_NET[$site]}"}}
 CONF
     "$BUILD/cfm-manager" --config "$DIR/$site.json" >>"$DIR/$site.log" 2>&1 &
     DR_PIDS+=($!)
@@ -142,5 +175,9 @@ dr_cleanup() {
         [ "${pid:-0}" -gt 0 ] && kill -KILL -- "-$pid" 2>/dev/null  # 0: terminated (and "-0" is our own group)
     done
     wait 2>/dev/null
+    local n
+    for n in "${DR_NET[@]}"; do
+        [ "$(cat "$DR_NETS/$n/owner" 2>/dev/null)" = "$$" ] && rm -rf "${DR_NETS:?}/$n"
+    done
     return 0
 }

@@ -47,6 +47,7 @@ static const char *reason(int status)
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 502: return "Bad Gateway";

@@ -32,6 +32,8 @@
 #define WATCH_MS 500
 #define BACKLOG 128
 #define ACCEPT_PAUSE_MS 100 /* after EMFILE: do not spin on a full fd table */
+#define BIND_WAIT_MS 5000   /* an address still held: its holder may be going */
+#define BIND_RETRY_MS 50
 
 static const char usage[] =
     "usage: cfm-svc web --listen IP:PORT --name NAME [--db IP:PORT] --watch PID\n"
@@ -291,14 +293,36 @@ static bool setup_signals(void)
     return sigaction(SIGPIPE, &sa, NULL) == 0;
 }
 
+/* Binds fd to addr. An address in use is waited for, up to BIND_WAIT_MS:
+ * a VM's address is given to the next VM as soon as the VM is gone, and
+ * the service the old VM ran may take a moment longer to let go of it (it
+ * is stopping, or notices its --watch process is gone within WATCH_MS). */
+static int bind_waiting(const struct cfm_svc *svc, int fd, const struct cfm_svc_addr *addr)
+{
+    int64_t until = cfm_svc_now_ms() + BIND_WAIT_MS;
+    bool said = false;
+
+    while (bind(fd, (const struct sockaddr *)&addr->sa, addr->len) != 0) {
+        if (errno != EADDRINUSE || stop_signal || cfm_svc_now_ms() >= until)
+            return -1;
+        if (!said)
+            cfm_svc_log(svc, "%s is in use; waiting up to %d ms for it", addr->text,
+                        BIND_WAIT_MS);
+        said = true;
+        poll(NULL, 0, BIND_RETRY_MS);
+    }
+    if (said)
+        cfm_svc_log(svc, "%s is free now", addr->text);
+    return 0;
+}
+
 static int open_listener(const struct cfm_svc *svc, const struct cfm_svc_addr *addr)
 {
     int one = 1, fd = socket(addr->sa.ss_family, SOCK_STREAM, 0);
 
     if (fd < 0 || !set_flags(fd) ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (const struct sockaddr *)&addr->sa, addr->len) != 0 ||
-        listen(fd, BACKLOG) != 0) {
+        bind_waiting(svc, fd, addr) != 0 || listen(fd, BACKLOG) != 0) {
         cfm_svc_log(svc, "cannot listen on %s: %s", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);

@@ -82,6 +82,32 @@ static void not_allowed(const struct cfm_svc *svc, struct cfm_svc_conn *c, const
                      c->req.target, allow);
 }
 
+/* A health check may name the instance it means: GET /health?instance=NAME
+ * (the procedures' checks do). An address is handed out again as soon as
+ * its VM is gone, while that VM's service may still be shutting down, and
+ * sites can share addresses: without the name, whatever answers at the
+ * address would pass for the service just started. Answers 421 and returns
+ * true when NAME is not this service's --name. */
+static bool not_this_instance(const struct cfm_svc *svc, struct cfm_svc_conn *c)
+{
+    const char *q = c->req.target + c->req.path_len, *v, *end;
+    size_t n;
+
+    for (q = *q == '?' ? q + 1 : NULL; q && *q; q = *end ? end + 1 : NULL) {
+        end = q + strcspn(q, "&");
+        if ((size_t)(end - q) < 9 || memcmp(q, "instance=", 9) != 0)
+            continue;
+        v = q + 9;
+        n = (size_t)(end - v);
+        if (n == strlen(svc->name) && memcmp(v, svc->name, n) == 0)
+            return false;
+        cfm_svc_respondf(svc, c, 421, "this is %s, not %.*s\n", svc->name,
+                         (int)(n > CFM_SVC_MAX_NAME ? CFM_SVC_MAX_NAME : n), v);
+        return true;
+    }
+    return false;
+}
+
 /* ---- lb ---------------------------------------------------------------- */
 
 /* Parses the backends file into list; bad lines are logged and skipped. */
@@ -499,7 +525,7 @@ static void handle_web(struct cfm_svc *svc, struct cfm_svc_conn *c)
             not_allowed(svc, c, "GET");
         else if (path_is(r, "/"))
             cfm_svc_respondf(svc, c, 200, "hello from %s\n", svc->name);
-        else
+        else if (!not_this_instance(svc, c))
             cfm_svc_respondf(svc, c, 200, "ok\n");
     } else if (kv < 0) {
         bad_key(svc, c);
@@ -521,10 +547,10 @@ static void handle_db(struct cfm_svc *svc, struct cfm_svc_conn *c)
     int kv = kv_key(r, key);
 
     if (path_is(r, "/health")) {
-        if (method_is(r, "GET"))
-            cfm_svc_respondf(svc, c, 200, "ok\n");
-        else
+        if (!method_is(r, "GET"))
             not_allowed(svc, c, "GET");
+        else if (!not_this_instance(svc, c))
+            cfm_svc_respondf(svc, c, 200, "ok\n");
     } else if (path_is(r, "/keys") && method_is(r, "GET")) {
         db_keys(svc, c);
     } else if (kv < 0) {
@@ -548,10 +574,10 @@ void cfm_svc_handle(struct cfm_svc *svc, struct cfm_svc_conn *c)
     case CFM_SVC_LB:
         cfm_svc_lb_refresh(svc, true);
         if (path_is(&c->req, "/lb/backends")) {
-            if (method_is(&c->req, "GET"))
-                lb_list(svc, c);
-            else
+            if (!method_is(&c->req, "GET"))
                 not_allowed(svc, c, "GET");
+            else if (!not_this_instance(svc, c))
+                lb_list(svc, c);
             return;
         }
         cfm_svc_proxy(svc, c, true);

@@ -74,6 +74,20 @@ local function host_of(vm)
   return vm.public_ip or vm.private_ip
 end
 
+-- The one instance of a list that <element>_address names: the first at
+-- the site of the VM being configured, else the first at the primary, else
+-- the first (the first in ID order alone would be an accident). While an
+-- element runs at two sites (failback starts the db here before the old
+-- site lets go of its own) a web started here so gets the db started here.
+local function nearest(list, site, primary)
+  for _, want in ipairs({site, primary}) do
+    for _, x in ipairs(list) do
+      if x.site == want then return x end
+    end
+  end
+  return list[1]
+end
+
 -- Template variables: this instance, every element's live instances, and
 -- the caller's extra ones (e.g. sync_from for a db starting from another).
 function M.vars(vm, name, extra)
@@ -81,6 +95,7 @@ function M.vars(vm, name, extra)
              name = name, site = cfm.site, system = event.system}
   for k, x in pairs(extra or {}) do v[k] = x end
   local vms = M.vms_by_id()
+  local sys = cfm.system()
   for _, e in ipairs(cfm.objects("BusinessSystemElement")) do
     local list = {}
     for _, x in ipairs(M.instances(e.id, nil, vms)) do
@@ -90,7 +105,8 @@ function M.vars(vm, name, extra)
     v[key] = list
     local port = e.body.service and e.body.service.health and e.body.service.health.port
     if list[1] and port and v[key .. "_address"] == nil then
-      v[key .. "_address"] = list[1].address .. ":" .. port
+      local one = nearest(list, vm.site or cfm.site, sys and sys.body.primary)
+      v[key .. "_address"] = one.address .. ":" .. port
     end
   end
   return v
@@ -109,10 +125,21 @@ function M.configure(el, vm, name)
 end
 
 -- Waits until the service answers its health check (through the agent).
-function M.healthy(el, vm, timeout)
+-- With name (the instance's name, given to the service as --name) the check
+-- asks for that instance (?instance=NAME): a service that knows the
+-- parameter answers only to its own name, so whatever else still answers at
+-- the address -- the service of a VM that had the address a moment ago and
+-- is still shutting down -- does not pass for the one just started.
+-- Services that do not know the parameter ignore it.
+function M.healthy(el, vm, timeout, name)
   local h = el.body.service and el.body.service.health
   if not h then return true end
-  local url = string.format("http://%s:%d%s", host_of(vm), h.port, h.http or "/")
+  local path = h.http or "/"
+  if name then
+    path = path .. (path:find("?", 1, true) and "&" or "?") .. "instance=" ..
+           name:gsub("[^%w._~-]", function(ch) return string.format("%%%02X", ch:byte()) end)
+  end
+  local url = string.format("http://%s:%d%s", host_of(vm), h.port, path)
   local deadline = os.time() + (timeout or h.timeout_s or 30)
   repeat
     local r = run_agent_command(vm, {"curl", "-sf", "--max-time", "1", "-o", "/dev/null", url})
@@ -123,7 +150,8 @@ function M.healthy(el, vm, timeout)
                       timeout or h.timeout_s or 30))
 end
 
--- Starts the service of an element on a VM (already configured).
+-- Starts the service of an element on a VM (already configured) and waits
+-- until that very instance answers its health check.
 function M.start_service(el, vm, name, extra)
   local s = el.body.service
   if not s or not s.start then return end
@@ -131,7 +159,7 @@ function M.start_service(el, vm, name, extra)
   if r.code ~= 0 then
     error(string.format("%s on %s: start failed (%d): %s", el.id, vm.id, r.code, r.stderr))
   end
-  M.healthy(el, vm)
+  M.healthy(el, vm, nil, name)
 end
 
 -- Stops the service (its service.stop) and starts it again with the
