@@ -93,6 +93,7 @@ struct cfm_driver {
     void *arg;
     int cap_cpu, cap_memory_mb;
     char net[16];                  /* the private /24: "127.77.5" */
+    int last_host;                 /* the host part handed out last */
     char (*pool)[CFM_MAX_IP];
     size_t npool;
     char **agent_args;

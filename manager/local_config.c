@@ -6,9 +6,10 @@
  * Everything is checked before the driver starts; a bad value is refused
  * with CFM_ECONFIG and a why naming the field
  * ("driver.public_pool[2]: must be an IPv4 address in 127.0.0.0/8").
- * Defaults derive from the site's name: its private /24 is
- * 127.77.<1 + FNV-1a(site) % 250>, its pool 127.78.<the same>.1-50, so
- * sites on one host do not overlap unless told to.
+ * Defaults derive from the site's name and state directory: its private
+ * /24 is 127.77.<1 + (FNV-1a(site) ^ 31 * FNV-1a(state_dir)) % 250>, its
+ * pool 127.78.<the same>.1-50, so sites on one host rarely overlap (set
+ * private_net where they must not).
  */
 #include "driver_local_int.h"
 
@@ -166,7 +167,10 @@ enum cfm_err cfm_local__parse_config(struct cfm_driver *d, const json_t *config,
 
     d->cap_cpu = DEFAULT_CPU;
     d->cap_memory_mb = DEFAULT_MEMORY_MB;
-    snprintf(d->net, sizeof d->net, "127.77.%u", 1 + fnv1a(d->site) % 250);
+    /* The state dir too: two managers of one site name on one host (tests
+     * running side by side) get different nets. */
+    snprintf(d->net, sizeof d->net, "127.77.%u",
+             1 + (fnv1a(d->site) ^ (fnv1a(d->state_dir) * 31u)) % 250);
     if (config && !json_is_object(config))
         return cfm_why_set(why, CFM_ECONFIG, "driver: must be an object");
     json_object_foreach((json_t *)config, k, v) {

@@ -79,7 +79,9 @@ static int host_of(const struct cfm_driver *d, const char *ip)
  * VM that had it left behind (a service still shutting down) may hold it. */
 static bool alloc_private_ip(struct cfm_driver *d, char out[CFM_MAX_IP])
 {
-    int last = 1;
+    /* The last handed out counts even when its VM is gone: a terminated
+     * record no longer holds its address. */
+    int last = d->last_host > 1 ? d->last_host : 1;
 
     for (size_t i = 0; i < d->nvms; i++) {
         int h = host_of(d, d->vms[i]->info.private_ip);
@@ -263,6 +265,7 @@ enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec
             cfm_local__free_vm(vm);
         return err;
     }
+    d->last_host = host_of(d, ip); /* made: the next VM gets the next address */
     vm->info.state = CFM_VM_RUNNING;
     cfm_local__vm_save_or_log(d, vm);
     cfm_info("driver", "%s (system %s, class %s, key %s) running as pid %d at %s", vm->info.id,

@@ -521,6 +521,11 @@ static void test_terminate(void **state)
     run_ok(fx, "k-3", &c);
     assert_string_equal(c.private_ip, "127.77.9.4");
     assert_string_not_equal(c.id, a.id);
+    /* Nor when the VM that had the highest address goes: .4 is not handed
+     * out again to the next VM, which gets .5. */
+    assert_int_equal(terminate(fx, c.id), CFM_OK);
+    run_ok(fx, "k-4", &c);
+    assert_string_equal(c.private_ip, "127.77.9.5");
     assert_int_equal(fx->events, 0); /* a terminate is not a failure */
 }
 
