@@ -782,3 +782,5 @@ int64_t cfm_run_deadline_ms(const struct cfm_run *r) { return r->deadline_ms; }
 const char *cfm_run_hash(const struct cfm_run *r) { return r->hash; }
 bool cfm_run_resumable(const struct cfm_run *r) { return r->resumable; }
 bool cfm_run_replaying(const struct cfm_run *r) { return cfm_engine__replaying(r); }
+bool cfm_run_marked(const struct cfm_run *r) { return r->host_mark; }
+void cfm_run_set_marked(struct cfm_run *r, bool on) { r->host_mark = on; }

@@ -159,6 +159,9 @@ const char *cfm_run_hash(const struct cfm_run *r);        /* SHA-256 hex of its 
 bool cfm_run_resumable(const struct cfm_run *r);
 /* It is being replayed from its journal and has not caught up yet. */
 bool cfm_run_replaying(const struct cfm_run *r);
+/* A flag of the host's own (false at start). */
+bool cfm_run_marked(const struct cfm_run *r);
+void cfm_run_set_marked(struct cfm_run *r, bool on);
 /* Returns a new JSON array of the run's last log lines {"time","level","text"}. */
 json_t *cfm_run_log_json(const struct cfm_run *r);
 

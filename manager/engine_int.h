@@ -124,6 +124,7 @@ struct cfm_run {
     struct cfm_replay *replay;   /* restored from the journal; NULL for a new run */
     char *diverged;              /* why the replay cannot go on: the run fails */
     bool resumable;              /* failed because its procedure changed */
+    bool host_mark;              /* the host's own flag (cfm_run_set_marked) */
     struct cfm_run *next, *prev; /* engine's list of active runs */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
 };

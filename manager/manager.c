@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <unistd.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,11 @@ struct cfm_manager {
     char bin_dir[PATH_MAX + 16];
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
+    /* Runs that began waiting: their record is written once they have
+     * waited RECORD_WAIT_MS (most waits of a busy run are shorter). */
+    uv_timer_t record_timer;
+    char (*waiting)[CFM_MAX_ID + 1];
+    size_t nwaiting, capwaiting;
     int stop_mid;
     bool stopping;
     char will[256];
@@ -406,12 +412,58 @@ static void on_connection(void *arg, bool up)
     cfm_store_each(m->store, &systems, announce_member, m);
 }
 
+#define RECORD_WAIT_MS 100
+
+/* Writes the records of the runs still waiting since they were queued. */
+static void on_record_timer(uv_timer_t *t)
+{
+    struct cfm_manager *m = t->data;
+
+    cfm_replica_begin(m->replica);
+    for (size_t i = 0; i < m->nwaiting; i++) {
+        struct cfm_run *run = m->engine ? cfm_engine_find(m->engine, m->waiting[i]) : NULL;
+        if (!run)
+            continue;
+        cfm_run_set_marked(run, false);
+        if (cfm_run_state(run) == CFM_RUN_WAITING)
+            cfm_api_record_run(&m->api, run);
+    }
+    cfm_replica_commit(m->replica);
+    m->nwaiting = 0;
+}
+
+/* Queues the record of a run that began waiting; false when it must be
+ * written now (out of memory). */
+static bool defer_record(struct cfm_manager *m, struct cfm_run *run)
+{
+    if (cfm_run_marked(run))
+        return true;
+    if (m->nwaiting == m->capwaiting) {
+        size_t cap = m->capwaiting ? 2 * m->capwaiting : 64;
+        void *p = realloc(m->waiting, cap * sizeof *m->waiting);
+        if (!p)
+            return false;
+        m->waiting = p;
+        m->capwaiting = cap;
+    }
+    snprintf(m->waiting[m->nwaiting++], CFM_MAX_ID + 1, "%s", cfm_run_id(run));
+    cfm_run_set_marked(run, true);
+    if (!uv_is_active((uv_handle_t *)&m->record_timer))
+        uv_timer_start(&m->record_timer, on_record_timer, RECORD_WAIT_MS, 0);
+    return true;
+}
+
 /* The run's record, and when it ended the end of its journal, in one
- * transaction. */
+ * transaction. A run that began waiting is recorded once it has waited a
+ * little: a run that waits and resumes many times a second (event hops)
+ * does not rewrite and replicate its record each time. */
 static void on_run_state(void *arg, struct cfm_run *run)
 {
     struct cfm_api_ctx *ctx = arg;
+    struct cfm_manager *m = (struct cfm_manager *)((char *)ctx - offsetof(struct cfm_manager, api));
 
+    if (cfm_run_state(run) == CFM_RUN_WAITING && defer_record(m, run))
+        return;
     cfm_replica_begin(ctx->replica);
     cfm_api_record_run(ctx, run);
     if (cfm_run_state(run) >= CFM_RUN_SUCCEEDED)
@@ -485,6 +537,7 @@ static void close_all(struct cfm_manager *m)
     uv_close((uv_handle_t *)&m->sig_int, NULL);
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
     uv_close((uv_handle_t *)&m->stop_timer, NULL);
+    uv_close((uv_handle_t *)&m->record_timer, NULL);
 }
 
 static void on_ack(void *arg, int mid, bool ok)
@@ -655,9 +708,6 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
             goto fail;
         m->api.engine = m->engine;
         cfm_failpoint_init(store_in_txn, m->store);
-        /* Before any message arrives: events held by the broker for this
-         * session while we were down find their runs waiting again. */
-        cfm_journal_restore_all(m->store, m->engine);
     }
 
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, m->cfg.site, NULL, NULL, NULL);
@@ -675,7 +725,12 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     uv_signal_init(loop, &m->sig_int);
     uv_signal_init(loop, &m->sig_hup);
     uv_timer_init(loop, &m->stop_timer);
+    uv_timer_init(loop, &m->record_timer);
     m->sig_term.data = m->sig_int.data = m->sig_hup.data = m->stop_timer.data = m;
+    m->record_timer.data = m;
+    /* Before any message arrives: events held by the broker for this
+     * session while we were down find their runs waiting again. */
+    cfm_journal_restore_all(m->store, m->engine);
     uv_signal_start(&m->sig_term, on_signal, SIGTERM);
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
@@ -710,5 +765,6 @@ void cfm_manager_free(struct cfm_manager *m)
     cfm_replica_free(m->replica);
     cfm_store_close(m->store);
     cfm_config_free(&m->cfg);
+    free(m->waiting);
     free(m);
 }
