@@ -155,6 +155,18 @@ kill_manager() {  # SIGKILL
     unset "PIDS[manager-$1]"
 }
 
+# died_of_failpoint SITE FAILPOINT: SITE's manager, started with
+# CFM_FAILPOINT=FAILPOINT, killed itself there (SIGKILL: exit status 137).
+died_of_failpoint() {
+    local site=$1 fp=$2 pid=${PIDS[manager-$1]} status=0
+    gone() { local s; s=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null); [ -z "$s" ] || [ "$s" = Z ]; }
+    wait_until 90 "$fp: the failpoint to kill the manager of $site (is it reached?)" gone
+    wait "$pid" 2>/dev/null || status=$?
+    unset "PIDS[manager-$site]"
+    [ "$status" = 137 ] || fail "$fp: the manager of $site exited with $status, not by its failpoint"
+    grep -q "CFM_FAILPOINT $fp reached" "$TMP/$site.log" || fail "$fp: no failpoint line in the log"
+}
+
 manager_alive() {
     kill -0 "${PIDS[manager-$1]}" 2>/dev/null
 }

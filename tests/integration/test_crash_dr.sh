@@ -37,15 +37,6 @@ kill_vms() {
         [ "$pid" -gt 0 ] && kill -KILL -- "-$pid" 2>/dev/null
     done
 }
-died_of_failpoint() { # FAILPOINT
-    local pid=${PIDS[manager-site-b]} status=0
-    gone() { local s; s=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null); [ -z "$s" ] || [ "$s" = Z ]; }
-    wait_until 90 "$1: the failpoint to kill the manager (is it reached?)" gone
-    wait "$pid" 2>/dev/null || status=$?
-    unset "PIDS[manager-site-b]"
-    [ "$status" = 137 ] || fail "$1: the manager exited with $status, not by its failpoint"
-    grep -q "CFM_FAILPOINT $1 reached" "$TMP/site-b.log" || fail "$1: no failpoint line in the log"
-}
 
 round() { # FAILPOINT
     local fp=$1 broker run rrun rep lb
@@ -76,7 +67,7 @@ round() { # FAILPOINT
     pub "$broker" cfm/v1/sys/shop/event/dr \
         "{\"id\": \"dr-$ROUND\", \"payload\": {\"target_site\": \"site-b\"}}"
     run=$(run_id "dr-$ROUND" site-b dr)
-    died_of_failpoint "$fp"
+    died_of_failpoint site-b "$fp"
     start_manager site-b "$broker" --procedures "$PROCS"
     ctl site-b runs wait "$run" --timeout 120 >/dev/null ||
         fail "$fp: dr did not succeed after the restart: $(ctl site-b runs show "$run" | tail -n 20)"
