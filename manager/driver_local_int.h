@@ -150,9 +150,12 @@ bool cfm_local__copy_bounded(char *dst, size_t cap, const char *src);
 bool cfm_local__grow(void **arr, size_t *cap, size_t need, size_t elem);
 /* mkdir that accepts an existing entry (the caller checks what it is). */
 bool cfm_local__mkdir_ok(const char *path, mode_t mode);
-/* Writes text to dir/name through a temporary file, fsync and rename. */
+/* Writes text to dir/name through a temporary file and a rename, so a
+ * reader or a crashed manager sees the old text or the new one; with
+ * durable, also fsync'd (file, then directory) so a crash of the machine
+ * does too. */
 enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const char *text,
-                                     struct cfm_why *why);
+                                     bool durable, struct cfm_why *why);
 /* Loads a JSON object of at most LOCAL_MAX_RECORD bytes: a new reference,
  * or NULL with why. */
 json_t *cfm_local__read_record(const char *path, struct cfm_why *why);

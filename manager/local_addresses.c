@@ -33,7 +33,7 @@ static enum cfm_err addrs_save(struct cfm_driver *d, struct cfm_why *why)
     json_decref(rec);
     if (!text)
         return cfm_why_set(why, CFM_ENOMEM, "cannot encode addresses.json");
-    err = cfm_local__write_atomic(d->state_dir, "addresses.json", text, why);
+    err = cfm_local__write_atomic(d->state_dir, "addresses.json", text, true, why);
     free(text);
     return err;
 }

@@ -3,9 +3,15 @@
  * the small file and buffer helpers every file of the driver uses.
  *
  * Each VM's record is <state_dir>/vms/<vm-id>/vm.json, rewritten whole
- * through a temporary file, fsync and rename (cfm_local__write_atomic), so a
- * reader or a crash sees the old record or the new one, never a part; the
- * directory is synced after the rename. Records are read back bounded
+ * through a temporary file and a rename (cfm_local__write_atomic), so a
+ * reader or a crashed manager sees the old record or the new one, never a
+ * part. VM records are not fsync'd: a local VM is a process of this
+ * machine, so its record has to outlive the manager, not the machine (the
+ * page cache does that), and a machine that crashed took every VM with it
+ * (a record lost with them is logged at the next start and its VM not
+ * adopted, as a record that does not read). Two fsyncs per save cost the
+ * recovery of 10 VMs a fifth of its time (docs/performance.md). The
+ * addresses record, which outlives the VMs, is fsync'd. Records are read back bounded
  * (LOCAL_MAX_RECORD) and checked field by field: a record that does not
  * read is logged and its VM not adopted, never half-adopted.
  *
@@ -80,10 +86,11 @@ bool cfm_local__mkdir_ok(const char *path, mode_t mode)
     return mkdir(path, mode) == 0 || errno == EEXIST;
 }
 
-/* Writes text to dir/name through a temporary file, fsync and rename, so a
- * reader (or a crash) sees the old record or the new one, never a part. */
+/* Writes text to dir/name through a temporary file and a rename, so a
+ * reader (or a crash) sees the old record or the new one, never a part;
+ * durable: fsync'd too, file and directory. */
 enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const char *text,
-                                     struct cfm_why *why)
+                                     bool durable, struct cfm_why *why)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
     size_t len = strlen(text), off = 0;
@@ -104,7 +111,7 @@ enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const ch
             goto out;
         off += (size_t)n;
     }
-    if (fsync(fd) != 0)
+    if (durable && fsync(fd) != 0)
         goto out;
     if (close(fd) != 0) {
         fd = -1;
@@ -115,9 +122,11 @@ enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const ch
         goto out;
     /* The rename is durable once the directory is synced; a failure here
      * leaves a correct file that a crash might roll back, so it is logged. */
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0)
-        cfm_warn("driver", "cannot sync directory '%s': %s", dir, strerror(errno));
+    if (durable) {
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0)
+            cfm_warn("driver", "cannot sync directory '%s': %s", dir, strerror(errno));
+    }
     err = CFM_OK;
 out:
     if (err != CFM_OK) {
@@ -183,7 +192,7 @@ enum cfm_err cfm_local__vm_save(struct cfm_driver *d, struct cfm_local_vm *vm,
     if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, vm->info.id))
         err = cfm_why_set(why, CFM_EIO, "state_dir: too long");
     else
-        err = cfm_local__write_atomic(dir, "vm.json", text, why);
+        err = cfm_local__write_atomic(dir, "vm.json", text, false, why);
     free(text);
     return err;
 }

@@ -33,15 +33,15 @@ end
 for _, i in ipairs(cfm.objects("BusinessSystemElementInstance", {site = old})) do
   if i.body.state == "running" then i.body.state = "lost"; cfm.save(i) end
 end
--- 3. Everything placed at the primary starts here, in order. A recovery
+-- 3. Everything placed at the primary starts here: every VM at once, each
+--    element's services once those it depends on answer. A recovery
 --    that cannot complete (e.g. this site lacks capacity) stops what it
 --    started, so nothing half-started is left running, and says why.
-local started = {}
-local ok, err = pcall(function()
-  for _, el in ipairs(S.elements_in_order()) do
-    if el.body.placement ~= "standby" then S.ensure(el, el.body.count or 1, started) end
-  end
-end)
+local started, plan = {}, {}
+for _, el in ipairs(S.elements_in_order()) do
+  if el.body.placement ~= "standby" then plan[#plan + 1] = {el = el, count = el.body.count or 1} end
+end
+local ok, err = pcall(S.ensure_all, plan, started)
 if not ok then
   for _, id in ipairs(started) do pcall(terminate_vm, id) end
   publish_cloud_event(sys.id, "dr_failed", {site = cfm.site, from = old, error = tostring(err)})

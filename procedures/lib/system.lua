@@ -141,10 +141,12 @@ function M.healthy(el, vm, timeout, name)
   end
   local url = string.format("http://%s:%d%s", host_of(vm), h.port, path)
   local deadline = os.time() + (timeout or h.timeout_s or 30)
+  local pause = 0.01 -- a service just started answers within milliseconds
   repeat
     local r = run_agent_command(vm, {"curl", "-sf", "--max-time", "1", "-o", "/dev/null", url})
     if r.code == 0 then return true end
-    sleep(0.2)
+    sleep(pause)
+    pause = math.min(pause * 2, 0.2)
   until os.time() > deadline
   error(string.format("%s on %s: %s did not answer within %ds", el.id, vm.id, url,
                       timeout or h.timeout_s or 30))
@@ -175,18 +177,31 @@ function M.restart_service(el, vm, name, extra)
   M.start_service(el, vm, name, extra)
 end
 
--- One new instance of el at this site: VM, volumes, address, config, service.
--- The VM is added to `started` (when given) as soon as it exists.
-function M.start_instance(el, started, extra)
+-- The machine of a new instance of el at this site: its VM, with the
+-- element's volumes attached and its address associated. The VM is added
+-- to `started` (when given) as soon as it exists.
+function M.start_machine(el, started)
   local vm = run_vm(el.body.vm_class, {element = el.id})
   if started then started[#started + 1] = vm.id end
   for _, vol in ipairs(el.body.volumes or {}) do vm = attach_volume(vm, vol) end
   if el.body.address then vm = associate_address(vm, el.body.address) end
+  return vm
+end
+
+-- Configures el's instance on vm (from start_machine) and starts its
+-- service, until that instance answers its health check.
+function M.start_on(el, vm, extra)
   local name = el.id .. "." .. vm.id
   M.configure(el, vm, name)
   M.start_service(el, vm, name, extra)
   log("info", "%s: instance %s up at %s (%s)", el.id, name, vm.private_ip, cfm.site)
   return vm
+end
+
+-- One new instance of el at this site: VM, volumes, address, config, service.
+-- The VM is added to `started` (when given) as soon as it exists.
+function M.start_instance(el, started, extra)
+  return M.start_on(el, M.start_machine(el, started), extra)
 end
 
 -- Brings el to `count` running instances at this site, in parallel.
@@ -204,6 +219,42 @@ function M.ensure(el, count, started, extra)
   end
   if #tasks > 0 then wait(tasks) end
   return #tasks
+end
+
+-- Brings several elements to their counts at this site at once: plan is a
+-- list of {el = element, count = n} in dependency order (as
+-- elements_in_order gives them). Every missing machine starts at once --
+-- VMs do not depend on each other --, and each element's instances are
+-- configured and their services started as soon as the elements it depends
+-- on in the plan answer their health checks (db, then web, then lb; two
+-- elements that do not depend on each other start side by side). Returns
+-- how many instances it started; raises once everything it began has
+-- finished, with the first error, like wait. started and extra as ensure's.
+function M.ensure_all(plan, started, extra)
+  local machines, ready, n = {}, {}, 0
+  for _, p in ipairs(plan) do
+    local list = {}
+    for _ = #M.instances(p.el.id, cfm.site) + 1, p.count do
+      list[#list + 1] = async(M.start_machine, p.el, started)
+    end
+    machines[p.el.id] = list
+    n = n + #list
+  end
+  local all = {}
+  for _, p in ipairs(plan) do
+    local deps = {}
+    for _, d in ipairs(p.el.body.depends_on or {}) do deps[#deps + 1] = ready[d] end
+    ready[p.el.id] = async(function()
+      local vms = #machines[p.el.id] > 0 and wait(machines[p.el.id]) or {}
+      if #deps > 0 then wait(deps) end
+      local services = {}
+      for _, vm in ipairs(vms) do services[#services + 1] = async(M.start_on, p.el, vm, extra) end
+      if #services > 0 then wait(services) end
+    end)
+    all[#all + 1] = ready[p.el.id]
+  end
+  if #all > 0 then wait(all) end
+  return n
 end
 
 -- Asks site to run action (a procedure bound with run_at "target" that
