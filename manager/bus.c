@@ -132,13 +132,20 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     bus->dispatching = true;
     if (events & UV_WRITABLE)
         rc = mosquitto_loop_write(bus->mosq, 1);
-    /* Read a batch per wake-up: the socket is non-blocking, so once it is
-     * drained loop_read returns at once, and level-triggered polling wakes
-     * us again if more arrives. */
+    /* Read a batch per wake-up, until the socket is drained: loop_read
+     * reports a drained non-blocking socket as success, with errno EAGAIN
+     * (errno is cleared before each read; a callback that leaves EAGAIN
+     * behind only ends the batch early, and level-triggered polling wakes
+     * us again if more is there). Reading on after EAGAIN would cost a
+     * failed read(2) for every remaining turn of the batch. */
     for (int i = 0; rc == MOSQ_ERR_SUCCESS && (events & UV_READABLE) && i < READS_PER_WAKE &&
                     bus->conn == c && !bus->closing;
-         i++)
+         i++) {
+        errno = 0;
         rc = mosquitto_loop_read(bus->mosq, 1);
+        if (rc == MOSQ_ERR_SUCCESS && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+    }
     bus->dispatching = false;
     if (bus->closing) {
         finish_close(bus); /* asked for by a callback */

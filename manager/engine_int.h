@@ -129,10 +129,19 @@ struct cfm_run {
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
 };
 
+#define CFM_RECENT_FIELDS 8 /* payload fields a recent event is indexed by */
+
 struct cfm_recent {
     char key[2 * CFM_MAX_ID + 2];
     json_t *event;
     int64_t ms;
+    /* What a wait compares before looking at the event: the hash of key
+     * and those of (key, field, value) of its first indexable payload
+     * fields (as the waiter index); nfields > CFM_RECENT_FIELDS: more
+     * fields than kept, any wait looks at the event itself. */
+    unsigned key_hash;
+    unsigned nfields;
+    unsigned field_hash[CFM_RECENT_FIELDS];
 };
 
 #define CFM_RECENT_EVENTS 256

@@ -205,25 +205,33 @@ static bool index_text(const json_t *v, char *out, size_t len)
     return false;
 }
 
-static unsigned field_bucket(const char *key, const char *field, const char *text)
+static unsigned field_hash(const char *key, const char *field, const char *text)
 {
-    return hash_more(hash_more(hash_more(2166136261u, key), field), text) % CFM_WAIT_BUCKETS;
+    return hash_more(hash_more(hash_more(2166136261u, key), field), text);
 }
 
-/* Chains f (waiting for f->ev_key with f->match) in its bucket. */
-static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f)
+/* The hash a waiter for key with match is indexed by: that of its first
+ * indexable match field (*by_field set), else that of key alone. */
+static unsigned waiter_hash(const char *key, const json_t *match, bool *by_field)
 {
     char text[256];
     const char *field;
     json_t *v;
 
-    f->wbucket = cfm_engine__hash(f->ev_key);
-    json_object_foreach(f->match, field, v) {
-        if (index_text(v, text, sizeof text)) {
-            f->wbucket = field_bucket(f->ev_key, field, text);
-            break;
-        }
-    }
+    *by_field = true;
+    json_object_foreach((json_t *)match, field, v)
+        if (index_text(v, text, sizeof text))
+            return field_hash(key, field, text);
+    *by_field = false;
+    return cfm_engine__hash(key);
+}
+
+/* Chains f (waiting for f->ev_key with f->match) in its bucket. */
+static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f)
+{
+    bool by_field;
+
+    f->wbucket = waiter_hash(f->ev_key, f->match, &by_field) % CFM_WAIT_BUCKETS;
     f->next_waiter = e->waiters[f->wbucket];
     e->waiters[f->wbucket] = f;
     f->linked = true;
@@ -249,6 +257,20 @@ static void deliver(struct cfm_fiber *f, const json_t *event)
     cfm_engine__make_ready(f, 1);
 }
 
+/* False when recent event ev cannot be one a wait hashed want (by a
+ * match field's value when by_field) is after. */
+static bool recent_may_match(const struct cfm_recent *ev, unsigned want, bool by_field)
+{
+    if (!by_field)
+        return ev->key_hash == want;
+    if (ev->nfields > CFM_RECENT_FIELDS)
+        return true;
+    for (unsigned i = 0; i < ev->nfields; i++)
+        if (ev->field_hash[i] == want)
+            return true;
+    return false;
+}
+
 static bool consumed(struct cfm_run *r, const json_t *event)
 {
     const char *id = json_string_value(json_object_get(event, "id"));
@@ -267,6 +289,8 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
     json_t *match = NULL;
     char what[2 * CFM_MAX_ID + 24];
     int64_t left;
+    unsigned want;
+    bool by_field;
 
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -298,11 +322,15 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
         }
     }
     f->match = match;
-    /* An event that arrived since the run started and before this wait. */
+    /* An event that arrived since the run started and before this wait:
+     * the hashes rule out most recent events without touching them. */
+    want = waiter_hash(f->ev_key, match, &by_field);
     for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++) {
         struct cfm_recent *ev = &e->recent[i];
-        if (ev->event && ev->ms >= f->run->started_ms && strcmp(ev->key, f->ev_key) == 0 &&
-            !consumed(f->run, ev->event) && matches(match, ev->event)) {
+        if (!ev->event || !recent_may_match(ev, want, by_field))
+            continue;
+        if (ev->ms >= f->run->started_ms && strcmp(ev->key, f->ev_key) == 0 &&
+            matches(match, ev->event) && !consumed(f->run, ev->event)) {
             json_decref(f->match);
             f->match = NULL;
             f->run->waiting_on[0] = '\0';
@@ -351,10 +379,19 @@ void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *t
     snprintf(slot->key, sizeof slot->key, "%s", key);
     slot->event = json_deep_copy(event);
     slot->ms = cfm_time_ms();
-    offer(e, cfm_engine__hash(key), key, event);
-    json_object_foreach(json_object_get(event, "payload"), field, v)
-        if (index_text(v, text, sizeof text))
-            offer(e, field_bucket(key, field, text), key, event);
+    slot->key_hash = cfm_engine__hash(key);
+    slot->nfields = 0;
+    offer(e, slot->key_hash, key, event);
+    json_object_foreach(json_object_get(event, "payload"), field, v) {
+        unsigned h;
+        if (!index_text(v, text, sizeof text))
+            continue;
+        h = field_hash(key, field, text);
+        if (slot->nfields < CFM_RECENT_FIELDS)
+            slot->field_hash[slot->nfields] = h;
+        slot->nfields++;
+        offer(e, h % CFM_WAIT_BUCKETS, key, event);
+    }
     /* Forget events older than RECENT_MS lazily: a slot is reused in turn. */
 }
 
