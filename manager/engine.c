@@ -611,7 +611,10 @@ static void resume(struct cfm_fiber *f)
 static void on_idle(uv_idle_t *h)
 {
     struct cfm_engine *e = h->data;
+    bool batch = e->host.batch && !e->closing;
 
+    if (batch)
+        e->host.batch(e->host.arg, true);
     for (int i = 0; i < RESUMES_PER_TURN && e->ready_head; i++) {
         struct cfm_fiber *f = e->ready_head;
         e->ready_head = f->next_ready;
@@ -621,6 +624,8 @@ static void on_idle(uv_idle_t *h)
         f->queued = false;
         resume(f);
     }
+    if (batch)
+        e->host.batch(e->host.arg, false);
     if (!e->ready_head) {
         uv_idle_stop(&e->idle);
         e->idle_on = false;

@@ -69,6 +69,10 @@ struct cfm_engine_host {
     /* Adds the host's API (api.c) to the sandbox's global table, which is
      * at the top of L's stack. */
     void (*open_api)(void *arg, lua_State *L);
+    /* Brackets the resumes of one loop turn (begin true before them, false
+     * after): the host may hold one transaction across them, so what they
+     * journal and publish commits once. May be NULL. */
+    void (*batch)(void *arg, bool begin);
 };
 
 /* Creates the engine and its Lua state. opts and host are copied. */

@@ -46,6 +46,10 @@
 #define CFM_BRIDGE_PREFIX CFM_TOPIC_ROOT "/bridge/"
 #define SESSION_EXPIRY_S (7u * 24 * 3600)
 
+/* Systems kept parsed: every event names its system, and reading and
+ * parsing its body again for each cost a tenth of an event hop. */
+#define SYSTEM_CACHE 16
+
 struct cfm_manager {
     uv_loop_t *loop;
     struct cfm_config cfg;
@@ -64,8 +68,14 @@ struct cfm_manager {
     /* Runs that began waiting: their record is written once they have
      * waited RECORD_WAIT_MS (most waits of a busy run are shorter). */
     uv_timer_t record_timer;
+    /* Acknowledged outbox rows not taken by a transaction within ACK_MS. */
+    uv_timer_t ack_timer;
     char (*waiting)[CFM_MAX_ID + 1];
     size_t nwaiting, capwaiting;
+    /* Parsed BusinessSystem objects (system_of). */
+    struct cfm_obj *systems[SYSTEM_CACHE];
+    size_t nsystems, next_evict;
+    uint64_t systems_writes;
     int stop_mid;
     bool stopping;
     char will[256];
@@ -86,6 +96,41 @@ static void publish_json(struct cfm_manager *m, const char *topic, json_t *json,
     msg.len = strlen(text);
     cfm_bus_publish(m->bus, &msg, mid);
     free(text);
+}
+
+static void forget_systems(struct cfm_manager *m)
+{
+    for (size_t i = 0; i < m->nsystems; i++)
+        cfm_obj_free(m->systems[i]);
+    m->nsystems = m->next_evict = 0;
+}
+
+/* The BusinessSystem id as stored (tombstone included), or NULL. Borrowed:
+ * valid until the next call (which may find that systems were written and
+ * read them again). */
+static const struct cfm_obj *system_of(struct cfm_manager *m, const char *id)
+{
+    uint64_t writes = cfm_store_kind_writes(m->store, CFM_KIND_BUSINESS_SYSTEM);
+    struct cfm_obj *sys = NULL;
+    size_t slot;
+
+    if (writes != m->systems_writes) {
+        forget_systems(m);
+        m->systems_writes = writes;
+    }
+    for (size_t i = 0; i < m->nsystems; i++)
+        if (strcmp(m->systems[i]->id, id) == 0)
+            return m->systems[i];
+    if (cfm_store_get(m->store, id, CFM_KIND_BUSINESS_SYSTEM, id, &sys) != CFM_OK)
+        return NULL;
+    if (m->nsystems < SYSTEM_CACHE) {
+        slot = m->nsystems++;
+    } else {
+        slot = m->next_evict++ % SYSTEM_CACHE;
+        cfm_obj_free(m->systems[slot]);
+    }
+    m->systems[slot] = sys;
+    return sys;
 }
 
 static bool is_member(const struct cfm_obj *sys, const char *site)
@@ -236,13 +281,12 @@ static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
                          const struct cfm_bus_msg *msg)
 {
     struct cfm_why why = {{0}};
-    struct cfm_obj *sys = NULL;
+    const struct cfm_obj *sys = system_of(m, t->system);
     json_t *ev = NULL;
     bool already = false;
     const char *id;
 
-    if (cfm_store_get(m->store, t->system, CFM_KIND_BUSINESS_SYSTEM, t->system, &sys) != CFM_OK ||
-        !is_member(sys, m->cfg.site))
+    if (!sys || !is_member(sys, m->cfg.site))
         goto out;
     if (cfm_event_parse(msg->payload, msg->len, t->system, t->name, m->cfg.site, &ev, &why) !=
         CFM_OK) {
@@ -271,7 +315,6 @@ static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
         cfm_error("event", "cannot commit the handling of event %s", id);
 out:
     json_decref(ev);
-    cfm_obj_free(sys);
 }
 
 static bool announce_member(void *arg, const struct cfm_obj *sys);
@@ -488,6 +531,31 @@ static void on_journal(void *arg, struct cfm_run *run, const struct cfm_journal_
     cfm_journal_put(ctx->st, run, entry);
 }
 
+/* The resumes of one loop turn share one transaction: a hop's journal
+ * entries, its published events and the pending entry of its next wait
+ * commit once. Each call still has a level of its own (a savepoint), so a
+ * call that fails undoes its own writes only. When the turn cannot commit
+ * (the disk is full or failing), the runs went on believing calls that are
+ * now undone: the manager stops at once, as if it had crashed, and the
+ * next start replays those runs from the journal they committed. */
+static void on_batch(void *arg, bool begin)
+{
+    struct cfm_api_ctx *ctx = arg;
+
+    if (begin) {
+        if (cfm_replica_begin(ctx->replica) != CFM_OK)
+            cfm_error("engine", "cannot begin the transaction of a turn of resumes");
+        return;
+    }
+    if (cfm_replica_commit(ctx->replica) != CFM_OK) {
+        cfm_error("engine", "cannot commit a turn of run resumes (see the store's error "
+                            "above); stopping: the runs resume from their journals at the "
+                            "next start");
+        fflush(stderr);
+        _exit(3);
+    }
+}
+
 static void open_api(void *arg, lua_State *L)
 {
     cfm_api_open(arg, L);
@@ -538,6 +606,16 @@ static void close_all(struct cfm_manager *m)
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
     uv_close((uv_handle_t *)&m->stop_timer, NULL);
     uv_close((uv_handle_t *)&m->record_timer, NULL);
+    uv_close((uv_handle_t *)&m->ack_timer, NULL);
+}
+
+#define ACK_MS 20
+
+static void on_ack_timer(uv_timer_t *t)
+{
+    struct cfm_manager *m = t->data;
+
+    cfm_replica_flush_acks(m->replica);
 }
 
 static void on_ack(void *arg, int mid, bool ok)
@@ -550,6 +628,9 @@ static void on_ack(void *arg, int mid, bool ok)
         return;
     }
     cfm_replica_on_ack(m->replica, mid, ok);
+    if (m->ack_timer.data && cfm_replica_acks_kept(m->replica) &&
+        !uv_is_active((uv_handle_t *)&m->ack_timer))
+        uv_timer_start(&m->ack_timer, on_ack_timer, ACK_MS, 0);
 }
 
 static void on_stop_timeout(uv_timer_t *t)
@@ -666,7 +747,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
                                                               : NULL};
         struct cfm_engine_host host = {.arg = &m->api, .on_start = on_run_start,
                                        .on_state = on_run_state, .journal = on_journal,
-                                       .open_api = open_api};
+                                       .open_api = open_api, .batch = on_batch};
         const char *dtype = json_string_value(json_object_get(m->cfg.driver, "type"));
         char agent[PATH_MAX + 16];
         struct cfm_driver_env denv = {.loop = loop, .site = m->cfg.site,
@@ -726,8 +807,9 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     uv_signal_init(loop, &m->sig_hup);
     uv_timer_init(loop, &m->stop_timer);
     uv_timer_init(loop, &m->record_timer);
+    uv_timer_init(loop, &m->ack_timer);
     m->sig_term.data = m->sig_int.data = m->sig_hup.data = m->stop_timer.data = m;
-    m->record_timer.data = m;
+    m->record_timer.data = m->ack_timer.data = m;
     /* Before any message arrives: events held by the broker for this
      * session while we were down find their runs waiting again. */
     cfm_journal_restore_all(m->store, m->engine);
@@ -739,6 +821,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     *out = m;
     return CFM_OK;
 fail:
+    forget_systems(m);
     cfm_policy_close(m->policy);
     cfm_engine_close(m->engine);
     cfm_agentc_close(m->api.agentc);
@@ -761,6 +844,7 @@ void cfm_manager_free(struct cfm_manager *m)
 {
     if (!m)
         return;
+    forget_systems(m);
     cfm_sync_free(m->sync);
     cfm_replica_free(m->replica);
     cfm_store_close(m->store);

@@ -25,6 +25,9 @@
 /* A peer's version further ahead of our clock than this is refused: it
  * would push every clock of the federation towards CFM_MAX_VERSION. */
 #define MAX_CLOCK_JUMP ((uint64_t)1 << 32)
+/* Levels of cfm_replica_begin inside each other that keep their own
+ * messages on rollback; deeper ones roll back with the deepest kept. */
+#define REPLICA_MAX_NEST 32
 /* MQTT message ids are 16 bits: one slot each. */
 #define MID_SLOTS 65536
 
@@ -41,6 +44,14 @@ struct cfm_replica {
      * sent when it commits, dropped when it rolls back. */
     struct cfm_outmsg *deferred;
     size_t ndeferred, cap_deferred;
+    /* ndeferred when each open level began: an inner rollback drops the
+     * messages of its level only, as the store undoes its writes only. */
+    size_t marks[REPLICA_MAX_NEST];
+    size_t nmarks;              /* open levels (marks beyond the array: none) */
+    /* Outbox rows the broker acknowledged, deleted in the next transaction
+     * (or by cfm_replica_flush_acks) rather than one commit each. */
+    int64_t *acked;
+    size_t nacked, cap_acked;
 };
 
 static void publish_row(struct cfm_replica *r, const struct cfm_outmsg *m)
@@ -69,13 +80,29 @@ static void publish_row(struct cfm_replica *r, const struct cfm_outmsg *m)
     r->inflight[mid] = m->seq;
 }
 
-static void drop_deferred(struct cfm_replica *r)
+/* Drops the deferred messages from the from-th on. */
+static void drop_deferred(struct cfm_replica *r, size_t from)
 {
-    for (size_t i = 0; i < r->ndeferred; i++) {
+    for (size_t i = from; i < r->ndeferred; i++) {
         free((char *)r->deferred[i].topic);
         free((void *)r->deferred[i].payload);
     }
-    r->ndeferred = 0;
+    if (from < r->ndeferred)
+        r->ndeferred = from;
+}
+
+/* Deletes the acknowledged rows (inside the caller's transaction, if any). */
+static void delete_acked(struct cfm_replica *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->nacked; i++)
+        if (cfm_store_outbox_remove(r->st, r->acked[i]) != CFM_OK)
+            break;
+    if (i < r->nacked)
+        cfm_error("replica", "cannot remove %zu acknowledged outbox message(s); they are "
+                  "re-sent at the next start", r->nacked - i);
+    r->nacked = 0;
 }
 
 /* Sends a message whose outbox row is written: now, or when the enclosing
@@ -111,27 +138,60 @@ static void send_row(struct cfm_replica *r, const struct cfm_outmsg *m)
 
 enum cfm_err cfm_replica_begin(struct cfm_replica *r)
 {
-    return cfm_store_begin(r->st);
+    bool outermost = !cfm_store_in_txn(r->st);
+    enum cfm_err err = cfm_store_begin(r->st);
+
+    if (r->nmarks < REPLICA_MAX_NEST)
+        r->marks[r->nmarks] = r->ndeferred;
+    r->nmarks++;
+    /* Acknowledged rows go with the first transaction that comes. */
+    if (err == CFM_OK && outermost && r->nacked)
+        delete_acked(r);
+    return err;
 }
 
 enum cfm_err cfm_replica_commit(struct cfm_replica *r)
 {
     enum cfm_err err = cfm_store_commit(r->st);
 
+    if (r->nmarks > 0)
+        r->nmarks--;
     if (cfm_store_in_txn(r->st))
-        return err;
+        return err; /* the level's messages wait for the outermost commit */
     cfm_failpoint_committed();
     for (size_t i = 0; err == CFM_OK && i < r->ndeferred; i++)
         publish_row(r, &r->deferred[i]);
-    drop_deferred(r);
+    drop_deferred(r, 0);
     return err;
 }
 
 void cfm_replica_rollback(struct cfm_replica *r)
 {
+    size_t level;
+
     cfm_store_rollback(r->st);
-    if (!cfm_store_in_txn(r->st))
-        drop_deferred(r);
+    if (r->nmarks > 0)
+        r->nmarks--;
+    level = r->nmarks < REPLICA_MAX_NEST ? r->nmarks : REPLICA_MAX_NEST - 1;
+    /* The outermost level drops every message; an inner one its own. */
+    drop_deferred(r, cfm_store_in_txn(r->st) ? r->marks[level] : 0);
+}
+
+bool cfm_replica_acks_kept(const struct cfm_replica *r)
+{
+    return r->nacked > 0;
+}
+
+void cfm_replica_flush_acks(struct cfm_replica *r)
+{
+    if (!r->nacked || cfm_store_in_txn(r->st))
+        return;
+    if (cfm_store_begin(r->st) != CFM_OK) {
+        cfm_store_rollback(r->st);
+        return;
+    }
+    delete_acked(r);
+    cfm_store_commit(r->st);
 }
 
 static bool republish(void *arg, const struct cfm_outmsg *m)
@@ -171,8 +231,10 @@ void cfm_replica_free(struct cfm_replica *r)
 {
     if (!r)
         return;
-    drop_deferred(r);
+    cfm_replica_flush_acks(r);
+    drop_deferred(r, 0);
     free(r->deferred);
+    free(r->acked);
     free(r->inflight);
     free(r);
 }
@@ -197,8 +259,23 @@ void cfm_replica_on_ack(struct cfm_replica *r, int mid, bool ok)
                   (long long)seq);
         return;
     }
-    if (cfm_store_outbox_remove(r->st, seq) != CFM_OK)
-        cfm_error("replica", "cannot remove acknowledged outbox message %lld", (long long)seq);
+    if (cfm_store_in_txn(r->st)) {
+        if (cfm_store_outbox_remove(r->st, seq) != CFM_OK)
+            cfm_error("replica", "cannot remove acknowledged outbox message %lld",
+                      (long long)seq);
+        return;
+    }
+    if (r->nacked == r->cap_acked) {
+        size_t cap = r->cap_acked ? 2 * r->cap_acked : 64;
+        int64_t *p = realloc(r->acked, cap * sizeof *p);
+        if (!p) {
+            cfm_store_outbox_remove(r->st, seq); /* at once, then */
+            return;
+        }
+        r->acked = p;
+        r->cap_acked = cap;
+    }
+    r->acked[r->nacked++] = seq;
 }
 
 /* A message queued in the outbox by the current transaction, published

@@ -70,8 +70,19 @@ enum cfm_err cfm_replica_begin(struct cfm_replica *r);
 enum cfm_err cfm_replica_commit(struct cfm_replica *r);
 void cfm_replica_rollback(struct cfm_replica *r);
 
-/* The broker acknowledged publish mid. */
+/* The broker acknowledged publish mid. Its outbox row is deleted at once
+ * inside a transaction; otherwise with the next transaction that begins
+ * (cfm_replica_begin), or by cfm_replica_flush_acks: a DELETE joins a
+ * commit that happens anyway. A crash in between sends the message again
+ * at the next start, which receivers take as the duplicate it is. */
 void cfm_replica_on_ack(struct cfm_replica *r, int mid, bool ok);
+
+/* Deletes the acknowledged rows still kept, in a transaction of their own
+ * (nothing inside a transaction: the next begin takes them). For a timer
+ * shortly after acknowledgements; cfm_replica_acks_kept says whether rows
+ * wait. */
+void cfm_replica_flush_acks(struct cfm_replica *r);
+bool cfm_replica_acks_kept(const struct cfm_replica *r);
 
 /* Messages waiting for an acknowledgement (for status and tests). */
 size_t cfm_replica_pending(const struct cfm_replica *r);

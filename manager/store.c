@@ -363,9 +363,23 @@ int cfm_store_schema_version(void)
 
 /* --- transactions ------------------------------------------------------- */
 
-/* Nested levels only count: the outermost begin and commit reach sqlite.
- * A rollback at an inner level dooms the transaction: the outermost commit
- * then rolls it back and fails. */
+/* What was read inside a transaction that rolls back may be gone. */
+static void forget_reads(struct cfm_store *st)
+{
+    for (int k = 0; k < CFM_KIND__COUNT; k++)
+        st->writes[k]++;
+}
+
+uint64_t cfm_store_kind_writes(const struct cfm_store *st, enum cfm_kind kind)
+{
+    return st && (unsigned)kind < CFM_KIND__COUNT ? st->writes[kind] : 0;
+}
+
+/* The outermost level is BEGIN IMMEDIATE ... COMMIT; each inner level a
+ * savepoint (all named alike: sqlite releases and rolls back to the most
+ * recent of a name), so an inner rollback undoes that level alone and the
+ * outer one goes on. A savepoint that cannot be made dooms the transaction:
+ * every later level fails and the outermost commit rolls back. */
 enum cfm_err cfm_store_begin(struct cfm_store *st)
 {
     enum cfm_err err;
@@ -374,6 +388,8 @@ enum cfm_err cfm_store_begin(struct cfm_store *st)
         return CFM_EINVAL;
     if (st->depth > 0) {
         st->depth++;
+        if (!st->doomed && cfm_store__run(st, STMT_SAVEPOINT, "") != CFM_OK)
+            st->doomed = true;
         return st->doomed ? CFM_ESTORE : CFM_OK;
     }
     err = cfm_store__run(st, STMT_BEGIN, "");
@@ -390,16 +406,23 @@ enum cfm_err cfm_store_commit(struct cfm_store *st)
 
     if (!st || st->depth == 0)
         return CFM_EINVAL;
-    if (--st->depth > 0)
+    if (--st->depth > 0) {
+        if (!st->doomed && cfm_store__run(st, STMT_RELEASE, "") != CFM_OK)
+            st->doomed = true;
         return st->doomed ? CFM_ESTORE : CFM_OK;
+    }
     if (st->doomed) {
         st->doomed = false;
+        forget_reads(st);
         cfm_store__run(st, STMT_ROLLBACK, "");
         return CFM_ESTORE;
     }
     err = cfm_store__run(st, STMT_COMMIT, "");
-    if (err != CFM_OK && !sqlite3_get_autocommit(st->db))
-        cfm_store__run(st, STMT_ROLLBACK, "");
+    if (err != CFM_OK) {
+        forget_reads(st);
+        if (!sqlite3_get_autocommit(st->db))
+            cfm_store__run(st, STMT_ROLLBACK, "");
+    }
     return err;
 }
 
@@ -407,9 +430,13 @@ void cfm_store_rollback(struct cfm_store *st)
 {
     if (!st)
         return;
+    forget_reads(st);
     if (st->depth > 1) {
         st->depth--;
-        st->doomed = true;
+        /* ROLLBACK TO leaves the savepoint open: release it too. */
+        if (!st->doomed && (cfm_store__run(st, STMT_ROLLBACK_TO, "") != CFM_OK ||
+                            cfm_store__run(st, STMT_RELEASE, "") != CFM_OK))
+            st->doomed = true;
         return;
     }
     st->depth = 0;
@@ -466,6 +493,7 @@ enum cfm_err cfm_store_put(struct cfm_store *st, const struct cfm_obj *obj)
     body = json_dumps(obj->body, JSON_COMPACT | JSON_SORT_KEYS);
     if (!body)
         return CFM_ENOMEM;
+    st->writes[obj->kind]++;
     if (strlen(body) > CFM_MAX_BODY)
         err = CFM_ETOOBIG;
     else

@@ -33,11 +33,11 @@ void cfm_store_close(struct cfm_store *st);
 /* The schema version this build writes. */
 int cfm_store_schema_version(void);
 
-/* Transactions: BEGIN IMMEDIATE / COMMIT / ROLLBACK. They nest: only the
- * outermost begin and commit reach sqlite, so a caller can make one
- * transaction of several writes that each begin and commit their own. A
- * rollback at an inner level dooms the whole transaction (the outermost
- * commit rolls back and fails). rollback is NULL-safe and harmless outside
+/* Transactions: BEGIN IMMEDIATE / COMMIT / ROLLBACK. They nest: inner
+ * levels are savepoints, so a caller can make one transaction of several
+ * writes that each begin and commit their own, and a rollback at an inner
+ * level undoes that level's writes alone (the outer level goes on and can
+ * commit what it did). rollback is NULL-safe and harmless outside
  * a transaction. */
 enum cfm_err cfm_store_begin(struct cfm_store *st);
 enum cfm_err cfm_store_commit(struct cfm_store *st);
@@ -56,6 +56,11 @@ enum cfm_err cfm_store_get(struct cfm_store *st, const char *system, enum cfm_ki
 /* Inserts or replaces the object with the same (system, kind, id).
  * obj is borrowed. No version check: the caller decides who wins. */
 enum cfm_err cfm_store_put(struct cfm_store *st, const struct cfm_obj *obj);
+
+/* A count that changes whenever an object of kind may have changed (a put,
+ * or a transaction that did not commit): what was read of that kind is
+ * current while it stays the same. For caches of parsed objects. */
+uint64_t cfm_store_kind_writes(const struct cfm_store *st, enum cfm_kind kind);
 
 /* Which objects cfm_store_each visits. NULL/negative fields mean "any". */
 struct cfm_store_filter {

@@ -26,6 +26,9 @@
     X(BEGIN, "BEGIN IMMEDIATE")                                                  \
     X(COMMIT, "COMMIT")                                                          \
     X(ROLLBACK, "ROLLBACK")                                                      \
+    X(SAVEPOINT, "SAVEPOINT cfm_nested")                                         \
+    X(RELEASE, "RELEASE cfm_nested")                                             \
+    X(ROLLBACK_TO, "ROLLBACK TO cfm_nested")                                     \
     X(OBJ_GET, "SELECT " OBJ_COLS " FROM objects"                                \
                " WHERE system = ?1 AND kind = ?2 AND id = ?3")                   \
     X(OBJ_PUT, "INSERT OR REPLACE INTO objects(" OBJ_COLS ")"                    \
@@ -73,7 +76,8 @@ struct cfm_store {
     sqlite3 *db;                        /* owned */
     sqlite3_stmt *stmt[STMT__COUNT];    /* owned; all prepared at open */
     int depth;                          /* cfm_store_begin() nesting */
-    bool doomed;                        /* an inner level rolled back */
+    bool doomed;                        /* a savepoint could not be made */
+    uint64_t writes[CFM_KIND__COUNT];   /* see cfm_store_kind_writes() */
 };
 
 /* The SQL of each statement, by stmt_id. */

@@ -508,7 +508,7 @@ static void test_commit_keeps_put(void **state)
     cfm_obj_free(got);
 }
 
-static void test_inner_rollback_dooms_outer(void **state)
+static void test_inner_rollback_undoes_inner_only(void **state)
 {
     struct fx *fx = *state;
     struct cfm_obj *got = NULL;
@@ -517,24 +517,49 @@ static void test_inner_rollback_dooms_outer(void **state)
     put(fx->st, CFM_KIND_VM_CLASS, "shop", "outer", false);
     assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
     put(fx->st, CFM_KIND_VM_CLASS, "shop", "inner", false);
+    assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
+    put(fx->st, CFM_KIND_VM_CLASS, "shop", "innermost", false);
+    assert_int_equal(cfm_store_commit(fx->st), CFM_OK);
+    /* Rolling the middle level back takes what it committed inside along. */
     cfm_store_rollback(fx->st);
-    /* The outer level goes on inside the doomed transaction ... */
     assert_true(cfm_store_in_txn(fx->st));
-    assert_int_equal(cfm_store_begin(fx->st), CFM_ESTORE);
-    assert_int_equal(cfm_store_commit(fx->st), CFM_ESTORE);
-    /* ... and its commit rolls everything back and fails. */
-    assert_int_equal(cfm_store_commit(fx->st), CFM_ESTORE);
-    assert_false(cfm_store_in_txn(fx->st));
-    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "outer", &got),
-                     CFM_ENOTFOUND);
     assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "inner", &got),
                      CFM_ENOTFOUND);
-    /* A new transaction works again. */
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "innermost", &got),
+                     CFM_ENOTFOUND);
+    /* The outer level goes on: a new inner level, then its commit. */
     assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
-    put(fx->st, CFM_KIND_VM_CLASS, "shop", "after", false);
+    put(fx->st, CFM_KIND_VM_CLASS, "shop", "second", false);
     assert_int_equal(cfm_store_commit(fx->st), CFM_OK);
-    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "after", &got), CFM_OK);
+    assert_int_equal(cfm_store_commit(fx->st), CFM_OK);
+    assert_false(cfm_store_in_txn(fx->st));
+    reopen(fx);
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "outer", &got), CFM_OK);
     cfm_obj_free(got);
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "second", &got), CFM_OK);
+    cfm_obj_free(got);
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "inner", &got),
+                     CFM_ENOTFOUND);
+    assert_int_equal(cfm_store_get(fx->st, "shop", CFM_KIND_VM_CLASS, "innermost", &got),
+                     CFM_ENOTFOUND);
+}
+
+static void test_kind_writes_change_on_put_and_rollback(void **state)
+{
+    struct fx *fx = *state;
+    uint64_t sys0 = cfm_store_kind_writes(fx->st, CFM_KIND_BUSINESS_SYSTEM);
+    uint64_t cls0 = cfm_store_kind_writes(fx->st, CFM_KIND_VM_CLASS), cls1;
+
+    put(fx->st, CFM_KIND_VM_CLASS, "shop", "small", false);
+    cls1 = cfm_store_kind_writes(fx->st, CFM_KIND_VM_CLASS);
+    assert_true(cls1 != cls0);
+    /* Another kind's cache stays valid. */
+    assert_true(cfm_store_kind_writes(fx->st, CFM_KIND_BUSINESS_SYSTEM) == sys0);
+    /* A rollback may undo anything read inside: every kind changes. */
+    assert_int_equal(cfm_store_begin(fx->st), CFM_OK);
+    cfm_store_rollback(fx->st);
+    assert_true(cfm_store_kind_writes(fx->st, CFM_KIND_BUSINESS_SYSTEM) != sys0);
+    assert_true(cfm_store_kind_writes(fx->st, CFM_KIND_VM_CLASS) != cls1);
 }
 
 /* --- runs and their journal ------------------------------------------- */
@@ -837,7 +862,8 @@ int main(void)
         T(test_clock_persists),
         T(test_rollback_undoes_put),
         T(test_commit_keeps_put),
-        T(test_inner_rollback_dooms_outer),
+        T(test_inner_rollback_undoes_inner_only),
+        T(test_kind_writes_change_on_put_and_rollback),
         T(test_runs_and_journal),
         T(test_outbox_order_remove_count),
         T(test_outbox_binary_survives_reopen),
