@@ -198,7 +198,7 @@ assert_eq "{\"id\":\"b2\",\"ok\":false,\"error\":\"the request of $(stat -c %s "
 
 step "unknown op, missing op"
 out=$(req u1 '{"id":"u1","op":"reboot"}')
-assert_eq '{"id":"u1","ok":false,"error":"unknown op '"'reboot'"' (known: exec, put_file, get_file, ping)"}' "$out" "unknown op"
+assert_eq '{"id":"u1","ok":false,"error":"unknown op '"'reboot'"' (known: exec, put_file, get_file, http_get, ping)"}' "$out" "unknown op"
 out=$(req u2 '{"id":"u2"}')
 assert_contains "$out" '"ok":false,"error":"the request needs \"op\"' "missing op"
 
