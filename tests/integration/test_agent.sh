@@ -2,9 +2,11 @@
 # cfm-agent on a real broker, driven with mosquitto_rr/pub/sub as a manager
 # would drive it: status and load, ping, exec (argv, shell, cwd, env, stdin,
 # timeout killing the whole process group, output cap, concurrency),
-# put_file/get_file and their confinement, idempotent ids (also while
-# running and across restarts), the Last Will on kill -9, a crash during a
-# command, and a clean SIGTERM.
+# put_file/get_file and their confinement, http_get against real HTTP
+# servers (an answer, a 404, a refused port, a server that never answers,
+# malformed requests), idempotent ids (also while running and across
+# restarts), the Last Will on kill -9, a crash during a command, and a clean
+# SIGTERM.
 source "$(dirname "$0")/lib.sh"
 
 LONG=4321   # seconds a command would run if nothing stopped it
@@ -196,6 +198,72 @@ assert_eq "{\"id\":\"b2\",\"ok\":false,\"error\":\"the request of $(stat -c %s "
     "$(answers b2)" "oversized request"
 [ ! -e "$ROOT/x" ] || fail "the oversized put_file was written"
 
+step "http_get: a real service's answer, made by the agent itself"
+SVC_PORT=$(free_port)
+"$CFM_BUILD/cfm-svc" web --listen "127.0.0.1:$SVC_PORT" --name web-1 --watch $$ \
+    >>"$TMP/svc.log" 2>&1 &
+PIDS[svc]=$!
+wait_until 10 "cfm-svc listening on $SVC_PORT" port_open "$SVC_PORT"
+SVC=http://127.0.0.1:$SVC_PORT
+out=$(req h1 "{\"id\":\"h1\",\"op\":\"http_get\",\"url\":\"$SVC/health?instance=web-1\"}")
+assert_contains "$out" '{"id":"h1","ok":true,"status":200,"body":"ok\n","body_truncated":false,"duration_ms":' "http_get 200"
+grep -q "GET /health?instance=web-1 200" "$TMP/svc.log" || fail "the service did not log the GET: $(cat "$TMP/svc.log")"
+out=$(req h2 "{\"id\":\"h2\",\"op\":\"http_get\",\"url\":\"$SVC/nowhere\"}")
+assert_contains "$out" '"ok":true,"status":404,"body":"no such page\n"' "http_get 404"
+out=$(req h3 "{\"id\":\"h3\",\"op\":\"http_get\",\"url\":\"http://localhost:$SVC_PORT/health?instance=web-2\",\"max_body\":7}")
+assert_contains "$out" '"status":421,"body":"this is","body_truncated":true' "http_get by name, body cut at max_body"
+grep -q '"running_commands":0' <<<"$(status)" || fail "an http_get counted as a command: $(status)"
+
+step "http_get: no HTTP answer is a result (status 0 and what happened), not an error"
+REFUSED_PORT=$(free_port)
+out=$(req h4 "{\"id\":\"h4\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$REFUSED_PORT/health\"}")
+assert_contains "$out" "{\"id\":\"h4\",\"ok\":true,\"status\":0,\"error\":\"connect to 127.0.0.1:$REFUSED_PORT: connection refused\",\"duration_ms\":" "http_get refused"
+# A server that takes connections and never answers: a stopped cfm-svc
+# (the kernel still completes the handshake into its listen backlog).
+MUTE_PORT=$(free_port)
+"$CFM_BUILD/cfm-svc" web --listen "127.0.0.1:$MUTE_PORT" --name mute --watch $$ \
+    >>"$TMP/svc-mute.log" 2>&1 &
+PIDS[svc-mute]=$!
+wait_until 10 "the mute service listening on $MUTE_PORT" port_open "$MUTE_PORT"
+kill -STOP "${PIDS[svc-mute]}"
+before=$SECONDS
+out=$(req h5 "{\"id\":\"h5\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":700}")
+assert_contains "$out" "\"ok\":true,\"status\":0,\"error\":\"no answer from 127.0.0.1:$MUTE_PORT within 700 ms\"" "http_get to a mute server"
+ms=$(grep -o '"duration_ms":[0-9]*' <<<"$out" | cut -d: -f2)
+[ "$ms" -ge 700 ] && [ "$ms" -lt 1500 ] || fail "the mute server's GET took $ms ms for a 700 ms timeout"
+[ $((SECONDS - before)) -le 3 ] || fail "the answer to h5 came after $((SECONDS - before)) s"
+out=$(req h6 "{\"id\":\"h6\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$PORT/\"}")
+assert_contains "$out" '"ok":true,"status":0,"error":"' "http_get to the MQTT broker (not HTTP)"
+
+step "http_get: malformed requests are refused, naming the field"
+out=$(req h7 "{\"id\":\"h7\",\"op\":\"http_get\",\"url\":\"https://127.0.0.1:$SVC_PORT/health\"}")
+assert_eq "{\"id\":\"h7\",\"ok\":false,\"error\":\"url 'https://127.0.0.1:$SVC_PORT/health': scheme 'https' is not supported (only http://)\"}" "$out" "https"
+out=$(req h8 '{"id":"h8","op":"http_get"}')
+assert_eq '{"id":"h8","ok":false,"error":"http_get needs \"url\" (a string, http://...)"}' "$out" "no url"
+out=$(req h9 "{\"id\":\"h9\",\"op\":\"http_get\",\"url\":\"$SVC/\",\"timeout_ms\":0}")
+assert_eq '{"id":"h9","ok":false,"error":"timeout_ms must be an integer from 1 to 60000"}' "$out" "bad timeout"
+out=$(req h10 '{"id":"h10","op":"http_get","url":"http://127.0.0.1:99999/"}')
+assert_eq "{\"id\":\"h10\",\"ok\":false,\"error\":\"url 'http://127.0.0.1:99999/': the port must be a number from 1 to 65535\"}" "$out" "bad port"
+
+step "http_get: a repeated id gets the first answer; the GET is not made again"
+gets() { grep -c "GET /health?instance=web-1&n=once 200" "$TMP/svc.log"; }
+once="{\"id\":\"h11\",\"op\":\"http_get\",\"url\":\"$SVC/health?instance=web-1&n=once\"}"
+first=$(req h11 "$once")
+assert_contains "$first" '"status":200' "h11"
+assert_eq 1 "$(gets)" "GETs made for h11"
+assert_eq "$first" "$(req h11 "$once")" "the answer to h11 asked again"
+assert_eq 1 "$(gets)" "GETs made for h11 asked twice"
+# Asked again while in flight: one GET, one answer.
+listen h12
+slow="{\"id\":\"h12\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":1500}"
+send "$slow"
+send "$slow"
+wait_until 10 "the repeat of h12 seen as running" grep -q "request h12 is running already" "$TMP/agent-vm1.log"
+wait_until 10 "the answer to h12" answers h12
+assert_contains "$(answers h12)" '"status":0,"error":"no answer from' "the answer to h12"
+assert_eq 1 "$(grep -c 'request h12 (http_get)' "$TMP/agent-vm1.log")" "answers given to h12"
+assert_eq "$(answers h12 | head -n 1)" "$(req h12 "$slow")" "the answer to h12 asked again"
+
 step "unknown op, missing op"
 out=$(req u1 '{"id":"u1","op":"reboot"}')
 assert_eq '{"id":"u1","ok":false,"error":"unknown op '"'reboot'"' (known: exec, put_file, get_file, http_get, ping)"}' "$out" "unknown op"
@@ -246,11 +314,14 @@ assert_eq 1 "$(lines "$ROOT/counter3")" "runs of crash"
 assert_eq "$count1" "$(req count-1 '{"id":"count-1","op":"exec","shell":"echo x >> counter"}')" "count-1 after a restart"
 assert_eq 1 "$(lines "$ROOT/counter")" "runs of count-1 after a restart"
 
-step "SIGTERM: the running command is stopped, status offline, exit 0"
+step "SIGTERM: the running command and HTTP GET are stopped, status offline, exit 0"
 send "{\"id\":\"last\",\"op\":\"exec\",\"shell\":\"sleep $LONG\"}"
+send "{\"id\":\"last-get\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":60000}"
 wait_until 10 "status counting the running command" status_has '"running_commands":1'
+wait_until 10 "the GET in flight" grep -q "request last-get: http_get started" "$TMP/agent-vm1.log"
 stop_agent
 assert_contains "$(cat "$ROOT/.cfm-agent/answers/last.json")" '"error":"the agent stopped while' "the stopped command's answer"
+assert_contains "$(cat "$ROOT/.cfm-agent/answers/last-get.json")" '"ok":true,"status":0,"error":"the agent stopped before an answer came"' "the stopped GET's answer"
 if grep -E "handles were left open|runtime error|Sanitizer" "$TMP/agent-vm1.log"; then
     fail "the agent's log reports a leak or undefined behaviour"
 fi
