@@ -70,9 +70,9 @@ typedef void (*cfm_agent_http_done)(void *arg, const json_t *result, const char 
 enum cfm_err cfm_agent_http_start(uv_loop_t *loop, const json_t *req, cfm_agent_http_done done,
                                   void *arg, struct cfm_agent_http **out, struct cfm_why *why);
 
-/* Stops the request (the agent is stopping): its result becomes status 0,
- * error CFM_AGENT_HTTP_STOPPED, unless it was over already. Safe to call
- * more than once until done is called. A name resolution in progress is
+/* Stops the request (the agent is stopping): its result keeps what came
+ * (status 0 when no head did) with error CFM_AGENT_HTTP_STOPPED, unless it
+ * was over already. Safe to call more than once until done is called. A name resolution in progress is
  * waited for (libuv cannot stop a running getaddrinfo). */
 void cfm_agent_http_abort(struct cfm_agent_http *h);
 
