@@ -54,7 +54,7 @@ struct cfm_agent_http {
     char peer[PEER_MAX];             /* the address tried: "127.0.0.1:80", "name ([::1]:80)" */
     int handles;                     /* open handles: the timer, the TCP handle */
     bool resolving, tcp_open, connected, over;
-    uint64_t timeout_ms, started_ns;
+    uint64_t timeout_ms, started_ms; /* started_ms: loop time, as the timer counts */
     size_t max_body;
     char *request;
     size_t request_len;
@@ -339,8 +339,7 @@ static json_t *result_of(struct cfm_agent_http *h)
         json_object_set_new(r, "error", cfm_agent_text_json(h->error, strlen(h->error))) != 0)
         goto fail;
     if (json_object_set_new(r, "duration_ms",
-                            json_integer((json_int_t)((uv_hrtime() - h->started_ns) /
-                                                      1000000u))) != 0)
+                            json_integer((json_int_t)(uv_now(h->loop) - h->started_ms))) != 0)
         goto fail;
     return r;
 fail:
@@ -616,7 +615,10 @@ static void start(struct cfm_agent_http *h)
     char port[8];
     int rc = 0;
 
-    h->started_ns = uv_hrtime();
+    /* Durations in the loop's time, like the timer's: a GET that timed out
+     * never reports less than its timeout. */
+    uv_update_time(h->loop);
+    h->started_ms = uv_now(h->loop);
     uv_timer_init(h->loop, &h->timer);
     h->timer.data = h;
     h->handles++;
