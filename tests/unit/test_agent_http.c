@@ -199,6 +199,7 @@ struct fixture {
     uv_loop_t loop;
     struct server server;
     json_t *result;
+    json_int_t duration_ms; /* of the last GET */
     char error[256];
     bool done;
 };
@@ -335,6 +336,7 @@ static char *get(struct fixture *fx, const char *fmt, struct cfm_agent_http **ou
         uv_run(&fx->loop, UV_RUN_ONCE);
     assert_non_null(fx->result);
     assert_true(json_is_integer(json_object_get(fx->result, "duration_ms")));
+    fx->duration_ms = json_integer_value(json_object_get(fx->result, "duration_ms"));
     json_object_del(fx->result, "duration_ms");
     return json_dumps(fx->result, JSON_COMPACT);
 }
@@ -438,6 +440,7 @@ static void test_get_failures(void **state)
              "{\"status\":0,\"error\":\"no answer from 127.0.0.1:%d within 50 ms\"}",
              fx->server.port);
     expect_get(fx, "{\"url\": \"http://127.0.0.1:%d/\", \"timeout_ms\": 50}", want);
+    assert_true(fx->duration_ms >= 50); /* never less than the timeout it reports */
 
     big = malloc(n);
     assert_non_null(big);
