@@ -10,13 +10,17 @@
 source "$(dirname "$0")/lib.sh"
 
 LONG=4321   # seconds a command would run if nothing stopped it
+# The VM's id is this run's own: a stopping agent signals every process
+# carrying CFM_VM=<its id> on the machine, so another run of this test at
+# the same time must not share it.
+VM=vm1-$$
 start_broker a
 PORT=${BROKER_PORT[a]}
 ROOT=$TMP/vm1
 OUTSIDE=$TMP/outside
 mkdir -p "$ROOT" "$OUTSIDE"
 ROOT_REAL=$(cd "$ROOT" && pwd -P)
-STATUS_TOPIC=cfm/v1/agent/vm1/status
+STATUS_TOPIC=cfm/v1/agent/$VM/status
 KILL_GROUPS=()    # process groups a test left running on purpose
 
 cleanup_groups() {
@@ -29,11 +33,11 @@ status() { retained a "$STATUS_TOPIC"; }
 status_has() { status | grep -q -- "$1"; }
 
 online_or_dead() {  # the agent with pid $1 is online, or has died
-    ! kill -0 "$1" 2>/dev/null || status_has "\"state\":\"online\",\"vm\":\"vm1\",\"pid\":$1,"
+    ! kill -0 "$1" 2>/dev/null || status_has "\"state\":\"online\",\"vm\":\"$VM\",\"pid\":$1,"
 }
 
 start_agent() {
-    "$CFM_BUILD/cfm-agent" --vm vm1 --broker "127.0.0.1:$PORT" --root "$ROOT" \
+    "$CFM_BUILD/cfm-agent" --vm "$VM" --broker "127.0.0.1:$PORT" --root "$ROOT" \
         --status-interval 1 --log-level debug >>"$TMP/agent-vm1.log" 2>&1 &
     PIDS[agent-vm1]=$!
     wait_until 15 "agent vm1 online" online_or_dead "${PIDS[agent-vm1]}"
@@ -46,22 +50,22 @@ stop_agent() {    # SIGTERM; fails unless the agent exits 0 and says it is offli
     wait "${PIDS[agent-vm1]}" || code=$?
     unset "PIDS[agent-vm1]"
     assert_eq 0 "$code" "exit status after SIGTERM"
-    assert_eq '{"state":"offline","vm":"vm1"}' "$(status)" "status after SIGTERM"
+    assert_eq "{\"state\":\"offline\",\"vm\":\"$VM\"}" "$(status)" "status after SIGTERM"
 }
 
 # req ID JSON: sends a request and prints its answer.
 req() {
-    mosquitto_rr -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -e "cfm/v1/agent/vm1/res/$1" \
+    mosquitto_rr -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -e "cfm/v1/agent/$VM/res/$1" \
         -m "$2" -W 20
 }
 
 send() {          # send JSON: a request without waiting for its answer
-    mosquitto_pub -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -m "$1"
+    mosquitto_pub -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -m "$1"
 }
 
 listen() {        # listen ID: records the answers to ID; returns once subscribed
     # Line-buffered: the -d lines say when the subscription is in place.
-    stdbuf -oL mosquitto_sub -d -p "$PORT" -q 1 -t "cfm/v1/agent/vm1/res/$1" >"$TMP/sub-$1.out" &
+    stdbuf -oL mosquitto_sub -d -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/res/$1" >"$TMP/sub-$1.out" &
     PIDS[sub-$1]=$!
     wait_until 5 "subscriber for $1" grep -q '^Subscribed' "$TMP/sub-$1.out"
 }
@@ -106,7 +110,7 @@ wait_until 10 "a fresh status" status_refreshed
 
 step "ping"
 out=$(req p1 '{"id":"p1","op":"ping"}') || fail "ping: $out"
-assert_contains "$out" '{"id":"p1","ok":true,"vm":"vm1","time":"' "ping"
+assert_contains "$out" "{\"id\":\"p1\",\"ok\":true,\"vm\":\"$VM\",\"time\":\"" "ping"
 assert_contains "$out" "\"pid\":${PIDS[agent-vm1]}}" "ping pid"
 
 step "exec: argv and shell, stdout, stderr, exit code"
@@ -121,7 +125,7 @@ assert_contains "$out" '"ok":false,"error":"cannot run '"'no-such-program'"': no
 step "exec: cwd, env and stdin"
 mkdir -p "$ROOT/work"
 out=$(req e4 '{"id":"e4","op":"exec","shell":"pwd; echo $GREETING $CFM_VM $HOME; cat","cwd":"/work","env":{"GREETING":"hello"},"stdin":"from stdin"}')
-assert_contains "$out" "\"stdout\":\"$ROOT_REAL/work\\nhello vm1 $ROOT_REAL\\nfrom stdin\"" "cwd and env"
+assert_contains "$out" "\"stdout\":\"$ROOT_REAL/work\\nhello $VM $ROOT_REAL\\nfrom stdin\"" "cwd and env"
 out=$(req e5 '{"id":"e5","op":"exec","shell":"true","cwd":"../.."}')
 assert_contains "$out" "escapes the VM's disk" "cwd outside"
 
@@ -146,7 +150,7 @@ step "a ping is answered while a long command runs"
 listen long
 send "{\"id\":\"long\",\"op\":\"exec\",\"shell\":\"sleep $LONG\",\"timeout_s\":5}"
 wait_until 10 "status counting the running command" status_has '"running_commands":1'
-out=$(mosquitto_rr -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -e cfm/v1/agent/vm1/res/p2 \
+out=$(mosquitto_rr -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -e "cfm/v1/agent/$VM/res/p2" \
       -m '{"id":"p2","op":"ping"}' -W 2) || fail "no ping answer while a command runs: $out"
 assert_contains "$out" '"ok":true' "ping while running"
 assert_eq "" "$(answers long)" "the long command's answer before its end"
@@ -192,7 +196,7 @@ out=$(req b1 '{"id":"b1","op":"get_file","path":"big.bin"}')
 assert_contains "$out" "\"error\":\"path 'big.bin' is 2097152 bytes, over the 1048576-byte limit\"" "get_file too big"
 { printf '{"id":"b2","op":"put_file","path":"x","content":"'; head -c 1100000 /dev/zero | tr '\0' x; printf '"}'; } >"$TMP/big.json"
 listen b2
-mosquitto_pub -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -f "$TMP/big.json"
+mosquitto_pub -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -f "$TMP/big.json"
 wait_until 10 "answer to the oversized request" answers b2
 assert_eq "{\"id\":\"b2\",\"ok\":false,\"error\":\"the request of $(stat -c %s "$TMP/big.json") bytes is over the 1048576-byte limit\"}" \
     "$(answers b2)" "oversized request"
@@ -303,7 +307,7 @@ KILL_GROUPS+=("$(cat "$ROOT/crash.pgid")")
 kill -KILL "${PIDS[agent-vm1]}"
 wait "${PIDS[agent-vm1]}" 2>/dev/null
 unset "PIDS[agent-vm1]"
-wait_until 10 "status offline (Last Will)" status_has '{"state":"offline","vm":"vm1"}'
+wait_until 10 "status offline (Last Will)" status_has "{\"state\":\"offline\",\"vm\":\"$VM\"}"
 cleanup_groups
 
 step "restart: answers survive, the cut command is answered 'outcome unknown'"
