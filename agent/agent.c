@@ -9,8 +9,9 @@
  * request whose id is running already is dropped (its answer will be
  * published when it finishes, on the same topic), and one whose id was
  * answered gets that answer again (answers.c). Only then is the op run:
- * ping, put_file and get_file at once, exec on the loop (exec.c) with a
- * running mark kept on disk until its answer is stored.
+ * ping, put_file and get_file at once; exec (exec.c, with a running mark
+ * kept on disk until its answer is stored) and http_get (httpget.c) on the
+ * loop, as a `struct running` each until their answer is out.
  *
  * Nothing a request carries can stop the agent: every failure is an
  * answer {"ok": false, "error": "..."} or, without an id, a log line.
@@ -28,6 +29,7 @@
 #include "exec.h"
 #include "fileops.h"
 #include "files.h"
+#include "httpget.h"
 #include "id.h"
 #include "load.h"
 #include "log.h"
@@ -38,13 +40,16 @@
 #define SESSION_EXPIRY_S (24u * 3600) /* requests sent while we are away wait a day */
 #define STOP_GRACE_MS 2000
 #define SNIFF_BYTES 4096 /* where an id is looked for in a request too big to parse */
-#define KNOWN_OPS "exec, put_file, get_file, ping"
+#define KNOWN_OPS "exec, put_file, get_file, http_get, ping"
 
-/* A command in flight. */
+/* A request in flight on the loop: a command (exec) or an HTTP GET
+ * (http_get), exactly one of the two pointers set. */
 struct running {
     struct running *next;
     struct cfm_agent *agent;
     struct cfm_agent_exec *exec;
+    struct cfm_agent_http *http;
+    const char *op; /* "exec" or "http_get" */
     char id[CFM_MAX_ID + 1];
 };
 
@@ -56,7 +61,8 @@ struct cfm_agent {
     uv_timer_t status_timer;
     uv_timer_t stop_timer;
     struct running *running;
-    unsigned nrunning;
+    unsigned nrunning; /* requests in the running list */
+    unsigned ncommands; /* ... of them exec */
     bool stopping, offline_done, closed;
     int stop_mid;
     void (*on_stopped)(void *arg);
@@ -85,7 +91,7 @@ static void publish_status(struct cfm_agent *a)
     cfm_time_now(now);
     status = json_pack("{s:s, s:s, s:I, s:s, s:o}", "state", "online", "vm", a->cfg.vm, "pid",
                        (json_int_t)getpid(), "time", now, "load",
-                       cfm_agent_load_figures(a->nrunning));
+                       cfm_agent_load_figures(a->ncommands));
     /* /proc/loadavg has two decimals: print no more than needed. */
     text = status ? json_dumps(status, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     if (text)
@@ -162,49 +168,82 @@ static struct running *find_running(struct cfm_agent *a, const char *id)
 
 static void maybe_finish(struct cfm_agent *a);
 
-static void on_exec_done(void *arg, const json_t *result, const char *error)
+/* The end of a running request: its answer, and it leaves the list. */
+static void on_done(void *arg, const json_t *result, const char *error)
 {
     struct running *r = arg, **pp;
     struct cfm_agent *a = r->agent;
 
-    answer(a, r->id, "exec", result, error);
+    answer(a, r->id, r->op, result, error);
     for (pp = &a->running; *pp != r; pp = &(*pp)->next)
         ;
     *pp = r->next;
     a->nrunning--;
+    if (r->exec)
+        a->ncommands--;
     free(r);
     if (a->stopping)
         maybe_finish(a);
 }
 
-static void start_exec(struct cfm_agent *a, const char *id, const json_t *req)
+/* Stops a running request: its done callback follows. */
+static void abort_running(struct running *r)
 {
+    if (r->exec)
+        cfm_agent_exec_abort(r->exec, CFM_AGENT_INTERRUPTED);
+    else
+        cfm_agent_http_abort(r->http);
+}
+
+/* Starts op (exec or http_get) on the loop; its answer comes from on_done.
+ * A command gets a running mark on disk, so a crash during it is answered
+ * "outcome unknown" rather than run again; a GET changes nothing and is
+ * simply made again when asked again after a crash. */
+static void start_running(struct cfm_agent *a, const char *id, const char *op,
+                          const json_t *req)
+{
+    bool exec = strcmp(op, "exec") == 0;
     struct cfm_why why = {{0}};
     struct running *r;
+    enum cfm_err err;
 
-    if (a->nrunning >= CFM_AGENT_MAX_RUNNING) {
+    if (exec && a->ncommands >= CFM_AGENT_MAX_RUNNING) {
         cfm_why_set(&why, CFM_ETOOBIG, "%d commands are running already (the most at once)",
                     CFM_AGENT_MAX_RUNNING);
-        answer(a, id, "exec", NULL, why.text);
+        answer(a, id, op, NULL, why.text);
+        return;
+    }
+    if (!exec && a->nrunning - a->ncommands >= CFM_AGENT_MAX_GETS) {
+        cfm_why_set(&why, CFM_ETOOBIG, "%d HTTP requests are in flight already (the most at once)",
+                    CFM_AGENT_MAX_GETS);
+        answer(a, id, op, NULL, why.text);
         return;
     }
     if (!(r = calloc(1, sizeof *r))) {
-        answer(a, id, "exec", NULL, "out of memory");
+        answer(a, id, op, NULL, "out of memory");
         return;
     }
     r->agent = a;
+    r->op = exec ? "exec" : "http_get";
     memcpy(r->id, id, strlen(id) + 1);
-    if (cfm_agent_answers_mark_running(a->answers, id, &why) != CFM_OK ||
-        cfm_agent_exec_start(a->loop, a->cfg.vm, a->cfg.root, req, on_exec_done, r, &r->exec,
-                             &why) != CFM_OK) {
+    if (exec)
+        err = cfm_agent_answers_mark_running(a->answers, id, &why) == CFM_OK
+                  ? cfm_agent_exec_start(a->loop, a->cfg.vm, a->cfg.root, req, on_done, r,
+                                         &r->exec, &why)
+                  : CFM_EIO;
+    else
+        err = cfm_agent_http_start(a->loop, req, on_done, r, &r->http, &why);
+    if (err != CFM_OK) {
         free(r);
-        answer(a, id, "exec", NULL, why.text); /* also clears the running mark */
+        answer(a, id, op, NULL, why.text); /* also clears a running mark */
         return;
     }
     r->next = a->running;
     a->running = r;
     a->nrunning++;
-    cfm_debug("agent", "request %s: exec started (%u running)", id, a->nrunning);
+    if (exec)
+        a->ncommands++;
+    cfm_debug("agent", "request %s: %s started (%u running)", id, r->op, a->nrunning);
 }
 
 static void run(struct cfm_agent *a, const char *id, const json_t *req)
@@ -219,8 +258,8 @@ static void run(struct cfm_agent *a, const char *id, const json_t *req)
         answer(a, id, "?", NULL, "the request needs \"op\" (one of " KNOWN_OPS ")");
         return;
     }
-    if (strcmp(op, "exec") == 0) {
-        start_exec(a, id, req);
+    if (strcmp(op, "exec") == 0 || strcmp(op, "http_get") == 0) {
+        start_running(a, id, op, req);
         return;
     }
     if (strcmp(op, "ping") == 0) {
@@ -389,10 +428,10 @@ static void on_stop_timeout(uv_timer_t *t)
 
     if (!a->offline_done)
         cfm_warn("agent", "the broker did not take the offline status in time; stopping anyway");
-    if (a->nrunning)
-        cfm_warn("agent", "%u killed commands have not exited; stopping anyway", a->nrunning);
+    if (a->ncommands)
+        cfm_warn("agent", "%u killed commands have not exited; stopping anyway", a->ncommands);
     for (struct running *r = a->running; r; r = r->next)
-        cfm_agent_exec_abort(r->exec, CFM_AGENT_INTERRUPTED);
+        abort_running(r);
     /* What the commands left running (services) is the VM's: stop it too. */
     cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM);
     a->offline_done = true;
@@ -404,10 +443,11 @@ void cfm_agent_stop(struct cfm_agent *a)
     if (a->stopping)
         return;
     a->stopping = true;
-    cfm_info("agent", "stopping vm %s (%u commands running)", a->cfg.vm, a->nrunning);
+    cfm_info("agent", "stopping vm %s (%u commands, %u HTTP requests running)", a->cfg.vm,
+             a->ncommands, a->nrunning - a->ncommands);
     uv_timer_stop(&a->status_timer);
     for (struct running *r = a->running; r; r = r->next)
-        cfm_agent_exec_abort(r->exec, CFM_AGENT_INTERRUPTED);
+        abort_running(r);
     /* What the commands left running (services) is the VM's: stop it too. */
     cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM);
     if (cfm_bus_connected(a->bus)) {

@@ -15,6 +15,7 @@
 #define CFM_AGENT_MAX_HOST 255
 #define CFM_AGENT_MAX_SECRET 255
 #define CFM_AGENT_MAX_RUNNING 64 /* commands running at once */
+#define CFM_AGENT_MAX_GETS 64    /* http_get requests in flight at once */
 
 struct cfm_agent_config {
     char vm[CFM_MAX_ID + 1];
@@ -39,8 +40,9 @@ enum cfm_err cfm_agent_start(uv_loop_t *loop, const struct cfm_agent_config *cfg
                              struct cfm_why *why);
 
 /* Stops: kills the commands still running (their answer says the agent
- * stopped), publishes the offline status, waits (up to 2 s) for the broker
- * to take it, then disconnects cleanly and closes every handle. */
+ * stopped), ends the HTTP requests in flight (their answer says so too),
+ * publishes the offline status, waits (up to 2 s) for the broker to take
+ * it, then disconnects cleanly and closes every handle. */
 void cfm_agent_stop(struct cfm_agent *agent);
 
 /* Frees a stopped agent; NULL is allowed. */

@@ -1,7 +1,7 @@
 /*
  * vmapi.c - the cloud and agent calls of the procedure API: run_vm,
  * terminate_vm, attach_volume, associate_address, run_agent_command,
- * put_file. Each suspends the calling run (cfm_engine_suspend), drives the
+ * put_file, http_get. Each suspends the calling run (cfm_engine_suspend), drives the
  * site's driver or the VM's agent asynchronously, keeps the model objects
  * (VMInstance, BusinessSystemElementInstance) up to date so every site sees
  * them, and completes the call from the loop.
@@ -31,6 +31,9 @@
 #define DEFAULT_BOOT_TIMEOUT_S 120.0
 #define DEFAULT_CMD_TIMEOUT_S 60.0
 #define ANSWER_GRACE_S 15.0
+#define DEFAULT_HTTP_TIMEOUT_S 2.0
+#define MAX_HTTP_TIMEOUT_S 60.0 /* the agent's limit (60000 ms) */
+#define MAX_HTTP_BODY 65536     /* the agent's limit */
 
 /* One call in flight. */
 struct op {
@@ -60,7 +63,8 @@ static struct op *begin_op(lua_State *L, struct cfm_api_ctx *ctx, const char *na
 
     if (!r)
         luaL_error(L, "%s: not inside a procedure run", name);
-    if (!ctx->driver && strcmp(name, "run_agent_command") && strcmp(name, "put_file"))
+    if (!ctx->driver && strcmp(name, "run_agent_command") && strcmp(name, "put_file") &&
+        strcmp(name, "http_get"))
         luaL_error(L, "%s: site %s has no cloud driver", name, ctx->site);
     if (!(call = cfm_engine_suspend(L, what, &seq)))
         luaL_error(L, "%s: out of memory", name);
@@ -523,6 +527,8 @@ static int agent_call(lua_State *L, struct cfm_api_ctx *ctx, const char *name, c
     enum cfm_err err;
     const char *path = json_string_value(json_object_get(req, "path"));
 
+    if (!path)
+        path = json_string_value(json_object_get(req, "url"));
     if (path)
         snprintf(what, sizeof what, "%s %.200s on %s", name, path, vm);
     else
@@ -611,6 +617,49 @@ static int l_put_file(lua_State *L)
     return agent_call(L, ctx, "put_file", vm, json_incref(*slot), DEFAULT_CMD_TIMEOUT_S);
 }
 
+/* http_get(vm, url, opts) -> {status, body | body_b64, body_truncated, error, duration_ms}:
+ * a GET made by the VM's agent itself (no process on the VM), the health
+ * check of the standard procedures. opts: timeout (seconds, default 2),
+ * max_body (bytes kept, default the agent's 4096). */
+static int l_http_get(lua_State *L)
+{
+    struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
+    const char *vm = vm_arg(L, 1, "http_get");
+    const char *url = luaL_checkstring(L, 2);
+    double timeout = DEFAULT_HTTP_TIMEOUT_S;
+    lua_Integer max_body = -1;
+    json_t **slot;
+
+    lua_settop(L, 3); /* the slot below must not pose as opts */
+    if (lua_istable(L, 3)) {
+        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+            int isnum = 0;
+            timeout = lua_tonumberx(L, -1, &isnum);
+            if (!isnum || !(timeout >= 0.001 && timeout <= MAX_HTTP_TIMEOUT_S))
+                return luaL_error(L, "http_get: opts.timeout must be a number of seconds from "
+                                     "0.001 to %d", (int)MAX_HTTP_TIMEOUT_S);
+        }
+        if (lua_getfield(L, 3, "max_body") != LUA_TNIL) {
+            int isint = 0;
+            max_body = lua_tointegerx(L, -1, &isint);
+            if (!isint || max_body < 0 || max_body > MAX_HTTP_BODY)
+                return luaL_error(L, "http_get: opts.max_body must be an integer from 0 to %d",
+                                  MAX_HTTP_BODY);
+        }
+        lua_pop(L, 2);
+    } else if (!lua_isnil(L, 3)) {
+        return luaL_error(L, "http_get: opts must be a table");
+    }
+    slot = cfm_lua_json_slot(L);
+    *slot = json_pack("{s:s, s:s, s:I}", "op", "http_get", "url", url, "timeout_ms",
+                      (json_int_t)(timeout * 1000.0 + 0.5));
+    if (!*slot)
+        return luaL_error(L, "http_get: url must be UTF-8 text");
+    if (max_body >= 0)
+        json_object_set_new(*slot, "max_body", json_integer((json_int_t)max_body));
+    return agent_call(L, ctx, "http_get", vm, json_incref(*slot), timeout + ANSWER_GRACE_S);
+}
+
 void cfm_vmapi_open(struct cfm_api_ctx *ctx, lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -620,6 +669,7 @@ void cfm_vmapi_open(struct cfm_api_ctx *ctx, lua_State *L)
         {"associate_address", l_associate_address},
         {"run_agent_command", l_run_agent_command},
         {"put_file", l_put_file},
+        {"http_get", l_http_get},
         {NULL, NULL},
     };
 

@@ -10,7 +10,7 @@
 #include "driver.h"
 
 /* Installs run_vm, terminate_vm, attach_volume, associate_address,
- * run_agent_command and put_file into the table at the top of L. */
+ * run_agent_command, put_file and http_get into the table at the top of L. */
 void cfm_vmapi_open(struct cfm_api_ctx *ctx, lua_State *L);
 
 /* A VM changed state by itself (driver event): its VMInstance is updated

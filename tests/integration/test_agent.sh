@@ -2,19 +2,25 @@
 # cfm-agent on a real broker, driven with mosquitto_rr/pub/sub as a manager
 # would drive it: status and load, ping, exec (argv, shell, cwd, env, stdin,
 # timeout killing the whole process group, output cap, concurrency),
-# put_file/get_file and their confinement, idempotent ids (also while
-# running and across restarts), the Last Will on kill -9, a crash during a
-# command, and a clean SIGTERM.
+# put_file/get_file and their confinement, http_get against real HTTP
+# servers (an answer, a 404, a refused port, a server that never answers,
+# malformed requests), idempotent ids (also while running and across
+# restarts), the Last Will on kill -9, a crash during a command, and a clean
+# SIGTERM.
 source "$(dirname "$0")/lib.sh"
 
 LONG=4321   # seconds a command would run if nothing stopped it
+# The VM's id is this run's own: a stopping agent signals every process
+# carrying CFM_VM=<its id> on the machine, so another run of this test at
+# the same time must not share it.
+VM=vm1-$$
 start_broker a
 PORT=${BROKER_PORT[a]}
 ROOT=$TMP/vm1
 OUTSIDE=$TMP/outside
 mkdir -p "$ROOT" "$OUTSIDE"
 ROOT_REAL=$(cd "$ROOT" && pwd -P)
-STATUS_TOPIC=cfm/v1/agent/vm1/status
+STATUS_TOPIC=cfm/v1/agent/$VM/status
 KILL_GROUPS=()    # process groups a test left running on purpose
 
 cleanup_groups() {
@@ -27,11 +33,11 @@ status() { retained a "$STATUS_TOPIC"; }
 status_has() { status | grep -q -- "$1"; }
 
 online_or_dead() {  # the agent with pid $1 is online, or has died
-    ! kill -0 "$1" 2>/dev/null || status_has "\"state\":\"online\",\"vm\":\"vm1\",\"pid\":$1,"
+    ! kill -0 "$1" 2>/dev/null || status_has "\"state\":\"online\",\"vm\":\"$VM\",\"pid\":$1,"
 }
 
 start_agent() {
-    "$CFM_BUILD/cfm-agent" --vm vm1 --broker "127.0.0.1:$PORT" --root "$ROOT" \
+    "$CFM_BUILD/cfm-agent" --vm "$VM" --broker "127.0.0.1:$PORT" --root "$ROOT" \
         --status-interval 1 --log-level debug >>"$TMP/agent-vm1.log" 2>&1 &
     PIDS[agent-vm1]=$!
     wait_until 15 "agent vm1 online" online_or_dead "${PIDS[agent-vm1]}"
@@ -44,22 +50,22 @@ stop_agent() {    # SIGTERM; fails unless the agent exits 0 and says it is offli
     wait "${PIDS[agent-vm1]}" || code=$?
     unset "PIDS[agent-vm1]"
     assert_eq 0 "$code" "exit status after SIGTERM"
-    assert_eq '{"state":"offline","vm":"vm1"}' "$(status)" "status after SIGTERM"
+    assert_eq "{\"state\":\"offline\",\"vm\":\"$VM\"}" "$(status)" "status after SIGTERM"
 }
 
 # req ID JSON: sends a request and prints its answer.
 req() {
-    mosquitto_rr -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -e "cfm/v1/agent/vm1/res/$1" \
+    mosquitto_rr -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -e "cfm/v1/agent/$VM/res/$1" \
         -m "$2" -W 20
 }
 
 send() {          # send JSON: a request without waiting for its answer
-    mosquitto_pub -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -m "$1"
+    mosquitto_pub -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -m "$1"
 }
 
 listen() {        # listen ID: records the answers to ID; returns once subscribed
     # Line-buffered: the -d lines say when the subscription is in place.
-    stdbuf -oL mosquitto_sub -d -p "$PORT" -q 1 -t "cfm/v1/agent/vm1/res/$1" >"$TMP/sub-$1.out" &
+    stdbuf -oL mosquitto_sub -d -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/res/$1" >"$TMP/sub-$1.out" &
     PIDS[sub-$1]=$!
     wait_until 5 "subscriber for $1" grep -q '^Subscribed' "$TMP/sub-$1.out"
 }
@@ -104,7 +110,7 @@ wait_until 10 "a fresh status" status_refreshed
 
 step "ping"
 out=$(req p1 '{"id":"p1","op":"ping"}') || fail "ping: $out"
-assert_contains "$out" '{"id":"p1","ok":true,"vm":"vm1","time":"' "ping"
+assert_contains "$out" "{\"id\":\"p1\",\"ok\":true,\"vm\":\"$VM\",\"time\":\"" "ping"
 assert_contains "$out" "\"pid\":${PIDS[agent-vm1]}}" "ping pid"
 
 step "exec: argv and shell, stdout, stderr, exit code"
@@ -119,7 +125,7 @@ assert_contains "$out" '"ok":false,"error":"cannot run '"'no-such-program'"': no
 step "exec: cwd, env and stdin"
 mkdir -p "$ROOT/work"
 out=$(req e4 '{"id":"e4","op":"exec","shell":"pwd; echo $GREETING $CFM_VM $HOME; cat","cwd":"/work","env":{"GREETING":"hello"},"stdin":"from stdin"}')
-assert_contains "$out" "\"stdout\":\"$ROOT_REAL/work\\nhello vm1 $ROOT_REAL\\nfrom stdin\"" "cwd and env"
+assert_contains "$out" "\"stdout\":\"$ROOT_REAL/work\\nhello $VM $ROOT_REAL\\nfrom stdin\"" "cwd and env"
 out=$(req e5 '{"id":"e5","op":"exec","shell":"true","cwd":"../.."}')
 assert_contains "$out" "escapes the VM's disk" "cwd outside"
 
@@ -144,7 +150,7 @@ step "a ping is answered while a long command runs"
 listen long
 send "{\"id\":\"long\",\"op\":\"exec\",\"shell\":\"sleep $LONG\",\"timeout_s\":5}"
 wait_until 10 "status counting the running command" status_has '"running_commands":1'
-out=$(mosquitto_rr -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -e cfm/v1/agent/vm1/res/p2 \
+out=$(mosquitto_rr -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -e "cfm/v1/agent/$VM/res/p2" \
       -m '{"id":"p2","op":"ping"}' -W 2) || fail "no ping answer while a command runs: $out"
 assert_contains "$out" '"ok":true' "ping while running"
 assert_eq "" "$(answers long)" "the long command's answer before its end"
@@ -190,15 +196,81 @@ out=$(req b1 '{"id":"b1","op":"get_file","path":"big.bin"}')
 assert_contains "$out" "\"error\":\"path 'big.bin' is 2097152 bytes, over the 1048576-byte limit\"" "get_file too big"
 { printf '{"id":"b2","op":"put_file","path":"x","content":"'; head -c 1100000 /dev/zero | tr '\0' x; printf '"}'; } >"$TMP/big.json"
 listen b2
-mosquitto_pub -p "$PORT" -q 1 -t cfm/v1/agent/vm1/req -f "$TMP/big.json"
+mosquitto_pub -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/req" -f "$TMP/big.json"
 wait_until 10 "answer to the oversized request" answers b2
 assert_eq "{\"id\":\"b2\",\"ok\":false,\"error\":\"the request of $(stat -c %s "$TMP/big.json") bytes is over the 1048576-byte limit\"}" \
     "$(answers b2)" "oversized request"
 [ ! -e "$ROOT/x" ] || fail "the oversized put_file was written"
 
+step "http_get: a real service's answer, made by the agent itself"
+SVC_PORT=$(free_port)
+"$CFM_BUILD/cfm-svc" web --listen "127.0.0.1:$SVC_PORT" --name web-1 --watch $$ \
+    >>"$TMP/svc.log" 2>&1 &
+PIDS[svc]=$!
+wait_until 10 "cfm-svc listening on $SVC_PORT" port_open "$SVC_PORT"
+SVC=http://127.0.0.1:$SVC_PORT
+out=$(req h1 "{\"id\":\"h1\",\"op\":\"http_get\",\"url\":\"$SVC/health?instance=web-1\"}")
+assert_contains "$out" '{"id":"h1","ok":true,"status":200,"body":"ok\n","body_truncated":false,"duration_ms":' "http_get 200"
+grep -q "GET /health?instance=web-1 200" "$TMP/svc.log" || fail "the service did not log the GET: $(cat "$TMP/svc.log")"
+out=$(req h2 "{\"id\":\"h2\",\"op\":\"http_get\",\"url\":\"$SVC/nowhere\"}")
+assert_contains "$out" '"ok":true,"status":404,"body":"no such page\n"' "http_get 404"
+out=$(req h3 "{\"id\":\"h3\",\"op\":\"http_get\",\"url\":\"http://localhost:$SVC_PORT/health?instance=web-2\",\"max_body\":7}")
+assert_contains "$out" '"status":421,"body":"this is","body_truncated":true' "http_get by name, body cut at max_body"
+grep -q '"running_commands":0' <<<"$(status)" || fail "an http_get counted as a command: $(status)"
+
+step "http_get: no HTTP answer is a result (status 0 and what happened), not an error"
+REFUSED_PORT=$(free_port)
+out=$(req h4 "{\"id\":\"h4\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$REFUSED_PORT/health\"}")
+assert_contains "$out" "{\"id\":\"h4\",\"ok\":true,\"status\":0,\"error\":\"connect to 127.0.0.1:$REFUSED_PORT: connection refused\",\"duration_ms\":" "http_get refused"
+# A server that takes connections and never answers: a stopped cfm-svc
+# (the kernel still completes the handshake into its listen backlog).
+MUTE_PORT=$(free_port)
+"$CFM_BUILD/cfm-svc" web --listen "127.0.0.1:$MUTE_PORT" --name mute --watch $$ \
+    >>"$TMP/svc-mute.log" 2>&1 &
+PIDS[svc-mute]=$!
+wait_until 10 "the mute service listening on $MUTE_PORT" port_open "$MUTE_PORT"
+kill -STOP "${PIDS[svc-mute]}"
+before=$SECONDS
+out=$(req h5 "{\"id\":\"h5\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":700}")
+assert_contains "$out" "\"ok\":true,\"status\":0,\"error\":\"no answer from 127.0.0.1:$MUTE_PORT within 700 ms\"" "http_get to a mute server"
+ms=$(grep -o '"duration_ms":[0-9]*' <<<"$out" | cut -d: -f2)
+[ "$ms" -ge 700 ] && [ "$ms" -lt 2000 ] || fail "the mute server's GET took $ms ms for a 700 ms timeout"
+[ $((SECONDS - before)) -le 3 ] || fail "the answer to h5 came after $((SECONDS - before)) s"
+out=$(req h6 "{\"id\":\"h6\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$PORT/\"}")
+assert_contains "$out" '"ok":true,"status":0,"error":"' "http_get to the MQTT broker (not HTTP)"
+
+step "http_get: malformed requests are refused, naming the field"
+out=$(req h7 "{\"id\":\"h7\",\"op\":\"http_get\",\"url\":\"https://127.0.0.1:$SVC_PORT/health\"}")
+assert_eq "{\"id\":\"h7\",\"ok\":false,\"error\":\"url 'https://127.0.0.1:$SVC_PORT/health': scheme 'https' is not supported (only http://)\"}" "$out" "https"
+out=$(req h8 '{"id":"h8","op":"http_get"}')
+assert_eq '{"id":"h8","ok":false,"error":"http_get needs \"url\" (a string, http://...)"}' "$out" "no url"
+out=$(req h9 "{\"id\":\"h9\",\"op\":\"http_get\",\"url\":\"$SVC/\",\"timeout_ms\":0}")
+assert_eq '{"id":"h9","ok":false,"error":"timeout_ms must be an integer from 1 to 60000"}' "$out" "bad timeout"
+out=$(req h10 '{"id":"h10","op":"http_get","url":"http://127.0.0.1:99999/"}')
+assert_eq "{\"id\":\"h10\",\"ok\":false,\"error\":\"url 'http://127.0.0.1:99999/': the port must be a number from 1 to 65535\"}" "$out" "bad port"
+
+step "http_get: a repeated id gets the first answer; the GET is not made again"
+gets() { grep -c "GET /health?instance=web-1&n=once 200" "$TMP/svc.log"; }
+once="{\"id\":\"h11\",\"op\":\"http_get\",\"url\":\"$SVC/health?instance=web-1&n=once\"}"
+first=$(req h11 "$once")
+assert_contains "$first" '"status":200' "h11"
+assert_eq 1 "$(gets)" "GETs made for h11"
+assert_eq "$first" "$(req h11 "$once")" "the answer to h11 asked again"
+assert_eq 1 "$(gets)" "GETs made for h11 asked twice"
+# Asked again while in flight: one GET, one answer.
+listen h12
+slow="{\"id\":\"h12\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":1500}"
+send "$slow"
+send "$slow"
+wait_until 10 "the repeat of h12 seen as running" grep -q "request h12 is running already" "$TMP/agent-vm1.log"
+wait_until 10 "the answer to h12" answers h12
+assert_contains "$(answers h12)" '"status":0,"error":"no answer from' "the answer to h12"
+assert_eq 1 "$(grep -c 'request h12 (http_get)' "$TMP/agent-vm1.log")" "answers given to h12"
+assert_eq "$(answers h12 | head -n 1)" "$(req h12 "$slow")" "the answer to h12 asked again"
+
 step "unknown op, missing op"
 out=$(req u1 '{"id":"u1","op":"reboot"}')
-assert_eq '{"id":"u1","ok":false,"error":"unknown op '"'reboot'"' (known: exec, put_file, get_file, ping)"}' "$out" "unknown op"
+assert_eq '{"id":"u1","ok":false,"error":"unknown op '"'reboot'"' (known: exec, put_file, get_file, http_get, ping)"}' "$out" "unknown op"
 out=$(req u2 '{"id":"u2"}')
 assert_contains "$out" '"ok":false,"error":"the request needs \"op\"' "missing op"
 
@@ -235,7 +307,7 @@ KILL_GROUPS+=("$(cat "$ROOT/crash.pgid")")
 kill -KILL "${PIDS[agent-vm1]}"
 wait "${PIDS[agent-vm1]}" 2>/dev/null
 unset "PIDS[agent-vm1]"
-wait_until 10 "status offline (Last Will)" status_has '{"state":"offline","vm":"vm1"}'
+wait_until 10 "status offline (Last Will)" status_has "{\"state\":\"offline\",\"vm\":\"$VM\"}"
 cleanup_groups
 
 step "restart: answers survive, the cut command is answered 'outcome unknown'"
@@ -246,11 +318,14 @@ assert_eq 1 "$(lines "$ROOT/counter3")" "runs of crash"
 assert_eq "$count1" "$(req count-1 '{"id":"count-1","op":"exec","shell":"echo x >> counter"}')" "count-1 after a restart"
 assert_eq 1 "$(lines "$ROOT/counter")" "runs of count-1 after a restart"
 
-step "SIGTERM: the running command is stopped, status offline, exit 0"
+step "SIGTERM: the running command and HTTP GET are stopped, status offline, exit 0"
 send "{\"id\":\"last\",\"op\":\"exec\",\"shell\":\"sleep $LONG\"}"
+send "{\"id\":\"last-get\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":60000}"
 wait_until 10 "status counting the running command" status_has '"running_commands":1'
+wait_until 10 "the GET in flight" grep -q "request last-get: http_get started" "$TMP/agent-vm1.log"
 stop_agent
 assert_contains "$(cat "$ROOT/.cfm-agent/answers/last.json")" '"error":"the agent stopped while' "the stopped command's answer"
+assert_contains "$(cat "$ROOT/.cfm-agent/answers/last-get.json")" '"ok":true,"status":0,"error":"the agent stopped before an answer came"' "the stopped GET's answer"
 if grep -E "handles were left open|runtime error|Sanitizer" "$TMP/agent-vm1.log"; then
     fail "the agent's log reports a leak or undefined behaviour"
 fi

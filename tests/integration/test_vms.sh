@@ -31,7 +31,7 @@ run_of() {  # run_of TYPE: the id of a run started by an event of TYPE
 }
 started() { [ -n "$(run_of "$1")" ]; }
 
-step "three VMs in parallel, a command on each, a rendered file read back, a timeout"
+step "three VMs in parallel, a command on each, a rendered file read back, a timeout, http_get"
 ctl site-a event publish shop three >/dev/null
 wait_until 20 "the run of 'three' to start" started three
 run=$(run_of three)
@@ -40,6 +40,11 @@ result=$(ctl site-a --json runs show "$run")
 assert_eq 3 "$(echo "$result" | grep -c '"out": "web-[123] on vm-')" "commands answered by three VMs"
 assert_eq 3 "$(echo "$result" | grep -o '"ip": "127\.77\.[0-9]*\.[0-9]*"' | sort -u | wc -l)" "distinct private IPs"
 assert_contains "$result" '"slow_timed_out": true' "a command over its timeout is reported"
+health=$(printf '%s\n' "$result" | tr -d ' \n')
+assert_contains "$health" '"health":{"body":"ok\n","status":200}' "http_get of the service's health"
+assert_contains "$health" '"other":{"body":"this","cut":true,"status":421}' "http_get of another instance's health"
+assert_contains "$health" '"refused":{"error":"connectto127.77.' "http_get of a port nothing listens on"
+assert_contains "$health" ':8081:connectionrefused","status":0}' "http_get of a port nothing listens on"
 assert_eq 3 "$(echo "$result" | grep -o 'server vm-' | wc -l)" "the rendered config read back lists the VMs"
 vms=$(ctl site-a vms list --system shop)
 assert_eq 3 "$(echo "$vms" | grep -c ' running ')" "VMInstances running: $vms"
