@@ -653,7 +653,7 @@ enum cfm_err cfm_agent_http_start(uv_loop_t *loop, const json_t *req, cfm_agent_
                                   void *arg, struct cfm_agent_http **out, struct cfm_why *why)
 {
     const json_t *url = json_object_get(req, "url");
-    json_int_t timeout_ms, max_body;
+    json_int_t timeout_ms = 0, max_body = 0;
     struct cfm_agent_http *h;
     enum cfm_err err;
     int n;

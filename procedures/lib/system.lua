@@ -124,7 +124,9 @@ function M.configure(el, vm, name)
   end
 end
 
--- Waits until the service answers its health check (through the agent).
+-- Waits until the service answers its health check: an HTTP GET made by
+-- the VM's agent (http_get), so the check sees what the VM sees, and no
+-- process is started for it.
 -- With name (the instance's name, given to the service as --name) the check
 -- asks for that instance (?instance=NAME): a service that knows the
 -- parameter answers only to its own name, so whatever else still answers at
@@ -141,15 +143,16 @@ function M.healthy(el, vm, timeout, name)
   end
   local url = string.format("http://%s:%d%s", host_of(vm), h.port, path)
   local deadline = os.time() + (timeout or h.timeout_s or 30)
-  local pause = 0.01 -- a service just started answers within milliseconds
+  local pause, last = 0.01, "no answer" -- a service just started answers within milliseconds
   repeat
-    local r = run_agent_command(vm, {"curl", "-sf", "--max-time", "1", "-o", "/dev/null", url})
-    if r.code == 0 then return true end
+    local r = http_get(vm, url, {timeout = 1, max_body = 0})
+    if r.status >= 200 and r.status < 400 then return true end
+    last = r.status > 0 and ("HTTP " .. r.status) or (r.error or "no answer")
     sleep(pause)
     pause = math.min(pause * 2, 0.2)
   until os.time() > deadline
-  error(string.format("%s on %s: %s did not answer within %ds", el.id, vm.id, url,
-                      timeout or h.timeout_s or 30))
+  error(string.format("%s on %s: %s did not answer within %ds (last: %s)", el.id, vm.id, url,
+                      timeout or h.timeout_s or 30, last))
 end
 
 -- Starts the service of an element on a VM (already configured) and waits
