@@ -13,12 +13,12 @@
  * the VM it is attached to (disk/volumes/<id>/) and at its home,
  * <state_dir>/volumes/<system>/<id>/, while detached.
  *
- * Agents are spawned detached (their own session and process group) and
- * their process handles unref'd: a VM never keeps the loop alive and
- * outlives the manager. Open re-adopts the VMs of vm.json files: a running
- * one whose pid is still a cfm-agent for that VM (by /proc/<pid>/cmdline)
- * is watched by a 1-second poll; the others are FAILED. Our own children
- * are watched by libuv's exit callback.
+ * Agents are spawned detached (posix_spawn, their own session and process
+ * group; local_procs.c): a VM never keeps the loop alive and outlives the
+ * manager. Open re-adopts the VMs of vm.json files: a running one whose pid
+ * is still a cfm-agent for that VM (by /proc/<pid>/cmdline) is watched by a
+ * 1-second poll; the others are FAILED. Our own children are reaped on
+ * SIGCHLD (an unref'd uv_signal_t).
  *
  * The one thing to know: no callback ever runs inside a driver call. Every
  * answer and event goes through one queue drained by a zero-timeout timer,
@@ -26,6 +26,7 @@
  */
 #include "driver_local_int.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 #include "log.h"
@@ -278,10 +279,7 @@ static void local_close(struct cfm_driver *d)
         struct cfm_local_vm *vm = d->vms[i];
         free_replies(vm->waiters);
         vm->waiters = NULL;
-        if (vm->child) {
-            vm->child = false;
-            uv_close((uv_handle_t *)&vm->proc, cfm_local__on_vm_handle_closed);
-        }
+        vm->child = false; /* runs on, unwatched, as after a manager exit */
         if (vm->timer_open) {
             vm->timer_open = false;
             uv_close((uv_handle_t *)&vm->term_timer, cfm_local__on_vm_handle_closed);
@@ -293,6 +291,7 @@ static void local_close(struct cfm_driver *d)
     if (d->timers_open) {
         uv_close((uv_handle_t *)&d->reply_timer, on_driver_timer_closed);
         uv_close((uv_handle_t *)&d->poll_timer, on_driver_timer_closed);
+        uv_close((uv_handle_t *)&d->sigchld, on_driver_timer_closed);
     }
     maybe_free_driver(d);
 }
@@ -321,11 +320,14 @@ static enum cfm_err local_open(const struct cfm_driver_env *env, const json_t *c
     }
     uv_timer_init(d->loop, &d->reply_timer);
     uv_timer_init(d->loop, &d->poll_timer);
-    d->reply_timer.data = d->poll_timer.data = d;
-    d->handles = 2;
+    uv_signal_init(d->loop, &d->sigchld);
+    d->reply_timer.data = d->poll_timer.data = d->sigchld.data = d;
+    d->handles = 3;
     d->timers_open = true;
     uv_timer_start(&d->poll_timer, cfm_local__on_poll, POLL_MS, POLL_MS);
     uv_unref((uv_handle_t *)&d->poll_timer); /* watching is not work */
+    uv_signal_start(&d->sigchld, cfm_local__on_sigchld, SIGCHLD);
+    uv_unref((uv_handle_t *)&d->sigchld);
     for (size_t i = 0; i < d->nvms; i++)
         cfm_local__readopt(d->vms[i]);
     cfm_local__settle_volumes(d);

@@ -63,7 +63,7 @@ struct cfm_local_vm {
     struct cfm_driver *d;
     char created[CFM_TIME_LEN];
     int pid;                /* the agent's pid (and process group); 0 if none */
-    bool child;             /* proc is live: we spawned it, libuv reports its exit */
+    bool child;             /* our child: SIGCHLD and waitpid report its exit */
     bool terminating;       /* SIGTERM sent, waiting for the process to go */
     bool killed;            /* SIGKILL sent */
     bool timer_open;        /* term_timer initialised */
@@ -72,7 +72,6 @@ struct cfm_local_vm {
     uint64_t term_start;    /* uv_now() when terminate began */
     struct cfm_local_reply *waiters; /* terminate calls answered when the process is gone */
     size_t nwaiters;
-    uv_process_t proc;
     uv_timer_t term_timer;
 };
 
@@ -104,7 +103,8 @@ struct cfm_driver {
     size_t naddrs, capaddrs;
     struct cfm_local_reply *head, *tail; /* the answer queue */
     uv_timer_t reply_timer, poll_timer;
-    int handles;                   /* of the two timers, not yet closed */
+    uv_signal_t sigchld;           /* our agents' exits */
+    int handles;                   /* of the timers and sigchld, not yet closed */
     size_t live_vms;               /* struct cfm_local_vm not yet freed */
     bool timers_open;
     bool closing;
@@ -190,7 +190,8 @@ enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec
 
 /* ---- local_procs.c ---- */
 
-/* Starts vm's agent (uv_spawn, detached, unref'd) and records its pid. */
+/* Starts vm's agent (posix_spawn, in a session of its own) and records
+ * its pid. */
 enum cfm_err cfm_local__spawn_agent(struct cfm_driver *d, struct cfm_local_vm *vm,
                                     struct cfm_why *why);
 /* terminate: answers r now (*wait false) or, once the process is gone,
@@ -199,8 +200,11 @@ enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const
                                   struct cfm_local_reply *r, bool *wait);
 /* A VM read back at open: running again, FAILED, or terminated again. */
 void cfm_local__readopt(struct cfm_local_vm *vm);
-/* The poll timer: finds re-adopted agents that died. */
+/* The poll timer: finds re-adopted agents that died (and children whose
+ * SIGCHLD was missed). */
 void cfm_local__on_poll(uv_timer_t *t);
+/* SIGCHLD: reaps the agents we spawned that exited. */
+void cfm_local__on_sigchld(uv_signal_t *s, int signum);
 
 /* ---- local_volumes.c ---- */
 
