@@ -108,10 +108,8 @@ static int l_publish_cloud_event(lua_State *L)
     if ((n = cfm_engine_call_replay(L, what, &seq)) >= 0)
         return n;
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, system, type, NULL, NULL);
-    ev = cfm_event_new(system, type, ctx->site, json_incref(*payload));
     derived_event_id(cfm_run_id(run_of(L)), seq, id);
-    if (ev)
-        json_object_set_new(ev, "id", json_string(id));
+    ev = cfm_event_new_id(id, system, type, ctx->site, json_incref(*payload));
     text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
     json_decref(ev);
     if (!text)

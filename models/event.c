@@ -9,20 +9,29 @@
 #include "bounds.h"
 #include "util.h"
 
-json_t *cfm_event_new(const char *system, const char *type, const char *origin, json_t *payload)
+json_t *cfm_event_new_id(const char *id, const char *system, const char *type,
+                         const char *origin, json_t *payload)
 {
-    char id[CFM_UUID_LEN];
     char now[CFM_TIME_LEN];
 
     if (!payload)
         payload = json_object();
-    if (!payload || cfm_uuid(id) != CFM_OK) {
-        json_decref(payload);
+    if (!payload)
         return NULL;
-    }
     cfm_time_now(now);
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "id", id, "type", type, "system", system,
                      "origin", origin, "time", now, "payload", payload);
+}
+
+json_t *cfm_event_new(const char *system, const char *type, const char *origin, json_t *payload)
+{
+    char id[CFM_UUID_LEN];
+
+    if (cfm_uuid(id) != CFM_OK) {
+        json_decref(payload);
+        return NULL;
+    }
+    return cfm_event_new_id(id, system, type, origin, payload);
 }
 
 static enum cfm_err check_string_field(json_t *ev, const char *key, const char *want,

@@ -19,6 +19,10 @@
  * when no random id could be made. */
 json_t *cfm_event_new(const char *system, const char *type, const char *origin, json_t *payload);
 
+/* The same with the given id (an ID the caller derived), no random one. */
+json_t *cfm_event_new_id(const char *id, const char *system, const char *type,
+                         const char *origin, json_t *payload);
+
 /* Parses an event received on the topic of (system, type); text need not be
  * NUL-terminated. An empty text is an empty event. Missing id, origin and
  * time are completed (origin = origin_default, id derived from nothing is a
