@@ -18,6 +18,7 @@
 #include "engine_int.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,9 +57,36 @@ unsigned cfm_engine__hash(const char *key)
     return h % CFM_WAIT_BUCKETS;
 }
 
-void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, const char *a, const char *b)
+void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, ...)
 {
-    snprintf(r->waiting_on, sizeof r->waiting_on, fmt, a, b);
+    char text[CFM_WAITING_ON_MAX + 1];
+    va_list ap;
+
+    free(r->waiting_on);
+    r->waiting_on = NULL;
+    if (!fmt)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    r->waiting_on = strdup(text); /* NULL when out of memory: shown as "" */
+}
+
+/* Most runs are never handed an event but the one that started them: the
+ * set of the others is created at the first. */
+void cfm_engine__consume(struct cfm_run *r, const char *id)
+{
+    if (!id || (r->event_id && strcmp(id, r->event_id) == 0))
+        return;
+    if (!r->consumed)
+        r->consumed = json_object();
+    json_object_set_new(r->consumed, id, json_true());
+}
+
+bool cfm_engine__consumed(const struct cfm_run *r, const char *id)
+{
+    return id && ((r->event_id && strcmp(id, r->event_id) == 0) ||
+                  (r->consumed && json_object_get(r->consumed, id)));
 }
 
 static void notify(struct cfm_run *r)
@@ -251,7 +279,11 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     lua_State *L = e->L;
     struct cfm_run *r;
     double deadline = spec->deadline_s > 0 ? spec->deadline_s : e->opts.deadline_s;
-    const char *evid;
+    const char *evid = json_string_value(json_object_get(spec->event, "id"));
+    size_t lid = strlen(spec->id) + 1, lsys = strlen(spec->system) + 1,
+           lscript = strlen(spec->script) + 1, levid = evid ? strlen(evid) + 1 : 0,
+           lev = json_dumpb(spec->event, NULL, 0, JSON_COMPACT);
+    char *t;
     const char *refuse = NULL;
     char refusal[CFM_WHY_MAX + 160];
     int top = lua_gettop(L);
@@ -263,25 +295,29 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         return cfm_why_set(why, CFM_EINVAL, "the engine is stopping");
     if (cfm_engine_find(e, spec->id))
         return cfm_why_set(why, CFM_EINVAL, "run %s is already active", spec->id);
-    r = calloc(1, sizeof *r);
+    if (lev == 0)
+        return cfm_why_set(why, CFM_EINVAL, "the event of run %s cannot be encoded", spec->id);
+    /* The run keeps the event as text: the host reads it to record the run,
+     * the procedure has its own copy as a Lua table (the global `event`). */
+    r = calloc(1, sizeof *r + lid + lsys + lscript + lev + 1 + levid);
     if (!r || !(r->acct = calloc(1, sizeof *r->acct))) {
         free(r);
         return cfm_why_set(why, CFM_ENOMEM, "out of memory");
     }
     r->e = e;
     r->acct->limit = e->opts.run_memory_limit;
-    snprintf(r->id, sizeof r->id, "%s", spec->id);
-    snprintf(r->system, sizeof r->system, "%s", spec->system);
-    snprintf(r->script, sizeof r->script, "%s", spec->script);
-    r->event = json_deep_copy(spec->event);
-    r->consumed = json_object();
+    t = r->text;
+    r->id = memcpy(t, spec->id, lid);
+    r->system = memcpy(t += lid, spec->system, lsys);
+    r->script = memcpy(t += lsys, spec->script, lscript);
+    r->event = t += lscript;
+    json_dumpb(spec->event, t, lev, JSON_COMPACT);
+    t[lev] = '\0';
+    r->event_id = evid ? memcpy(t += lev + 1, evid, levid) : NULL;
     r->env_ref = r->modules_ref = LUA_NOREF;
     r->started_ms = rs ? rs->started_ms : now;
     r->deadline_ms = rs ? rs->deadline_ms : now + (int64_t)(deadline * 1000.0);
     seed_rng(r);
-    evid = json_string_value(json_object_get(r->event, "id"));
-    if (evid)
-        json_object_set_new(r->consumed, evid, json_true());
 
     e->cur = r->acct;
     err = cfm_engine__load_script(e, L, spec->script, r->hash, why);
@@ -309,7 +345,7 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         lua_setmetatable(L, -2);
         lua_pushvalue(L, -1);
         lua_setfield(L, -2, "_G");
-        cfm_lua_push_json(L, r->event);
+        cfm_lua_push_json(L, spec->event);
         lua_setfield(L, -2, "event");
         lua_pushvalue(L, -1);
         r->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -323,8 +359,6 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         lua_settop(L, top);
         luaL_unref(L, LUA_REGISTRYINDEX, r->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->modules_ref);
-        json_decref(r->event);
-        json_decref(r->consumed);
         cfm_engine__replay_free(r->replay);
         r->acct->dead = true;
         cfm_engine__acct_release(r->acct);
@@ -380,7 +414,7 @@ static void on_run_closed(uv_handle_t *h)
     for (unsigned i = 0; r->log && i < CFM_RUN_LOG_LINES; i++)
         free(r->log[i].text);
     free(r->log);
-    json_decref(r->event);
+    free(r->waiting_on);
     json_decref(r->result);
     json_decref(r->consumed);
     cfm_engine__replay_free(r->replay);
@@ -430,7 +464,7 @@ static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *
     e->active--;
     r->state = state;
     r->ended_ms = cfm_time_ms();
-    r->waiting_on[0] = '\0';
+    cfm_engine__set_waiting_on(r, NULL);
     r->error = strdup(error ? error : "");
     r->traceback = strdup(traceback ? traceback : "");
     if (state == CFM_RUN_SUCCEEDED)
@@ -536,7 +570,7 @@ static void resume_fiber(struct cfm_fiber *f)
     lua_sethook(f->co, budget_hook, LUA_MASKCOUNT, (int)e->opts.instr_budget);
     if (r->state == CFM_RUN_WAITING) {
         r->state = CFM_RUN_RUNNING;
-        r->waiting_on[0] = '\0';
+        cfm_engine__set_waiting_on(r, NULL);
     }
     status = lua_resume(f->co, e->L, f->ready_nargs, &nres);
     e->cur = &e->global;
@@ -771,10 +805,10 @@ const char *cfm_run_id(const struct cfm_run *r) { return r->id; }
 const char *cfm_run_system(const struct cfm_run *r) { return r->system; }
 const char *cfm_run_script(const struct cfm_run *r) { return r->script; }
 enum cfm_run_state cfm_run_state(const struct cfm_run *r) { return r->state; }
-const char *cfm_run_waiting_on(const struct cfm_run *r) { return r->waiting_on; }
+const char *cfm_run_waiting_on(const struct cfm_run *r) { return r->waiting_on ? r->waiting_on : ""; }
 const char *cfm_run_error(const struct cfm_run *r) { return r->error ? r->error : ""; }
 const char *cfm_run_traceback(const struct cfm_run *r) { return r->traceback ? r->traceback : ""; }
-const json_t *cfm_run_event(const struct cfm_run *r) { return r->event; }
+const char *cfm_run_event(const struct cfm_run *r) { return r->event; }
 const json_t *cfm_run_result(const struct cfm_run *r) { return r->result; }
 int64_t cfm_run_started_ms(const struct cfm_run *r) { return r->started_ms; }
 int64_t cfm_run_ended_ms(const struct cfm_run *r) { return r->ended_ms; }

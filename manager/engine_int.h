@@ -96,12 +96,14 @@ struct cfm_replay {
 
 struct cfm_run {
     struct cfm_engine *e;
-    char id[CFM_MAX_ID + 1];
-    char system[CFM_MAX_ID + 1];
-    char script[256];
-    json_t *event;
+    /* Strings fixed at start, in text[] (allocated with the run, exact size). */
+    const char *id;
+    const char *system;
+    const char *script;
+    const char *event;           /* the triggering event, compact JSON */
+    const char *event_id;        /* its "id", or NULL */
     enum cfm_run_state state;
-    char waiting_on[160];
+    char *waiting_on;            /* NULL unless it waits on something */
     char *error;
     char *traceback;
     json_t *result;
@@ -115,7 +117,7 @@ struct cfm_run {
     struct cfm_logline *log;     /* CFM_RUN_LOG_LINES, allocated at the first line */
     unsigned log_next, log_count;
     uint64_t rng[2];             /* math.random: deterministic per run */
-    json_t *consumed;            /* event ids already returned to this run */
+    json_t *consumed;            /* ids of events returned to it; NULL until the first */
     uint64_t seq;                /* journaled API calls so far */
     uint64_t resumes;            /* resumes of its fibers so far */
     uint64_t ord;                /* results handed over later, so far */
@@ -127,6 +129,7 @@ struct cfm_run {
     bool host_mark;              /* the host's own flag (cfm_run_set_marked) */
     struct cfm_run *next, *prev; /* engine's list of active runs */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
+    char text[];                 /* id, system, script, event, event id */
 };
 
 struct cfm_recent {
@@ -135,6 +138,7 @@ struct cfm_recent {
     int64_t ms;
 };
 
+#define CFM_WAITING_ON_MAX 159
 #define CFM_RECENT_EVENTS 256
 #define CFM_WAIT_BUCKETS 4096
 #define CFM_RUN_BUCKETS 4096
@@ -177,7 +181,12 @@ struct cfm_call {
 
 /* engine.c: shared with engine_wait.c */
 unsigned cfm_engine__hash(const char *key);
-void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, const char *a, const char *b);
+/* Sets what r waits on (printf-like; at most CFM_WAITING_ON_MAX bytes); NULL fmt clears it. */
+void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The event with id was returned to r (or must never be). */
+void cfm_engine__consume(struct cfm_run *r, const char *id);
+bool cfm_engine__consumed(const struct cfm_run *r, const char *id);
 void cfm_engine__make_ready(struct cfm_fiber *f, int nargs);
 void cfm_engine__on_wtimer_closed(uv_handle_t *h);
 void cfm_engine__drop_timer(struct cfm_fiber *f);

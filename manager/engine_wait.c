@@ -118,7 +118,7 @@ int cfm_engine__l_sleep(lua_State *L)
     snprintf(what, sizeof what, "sleep %s", lua_tostring(L, 1));
     je = cfm_engine__begin_call(f, what);
     f->wait = CFM_WAIT_SLEEP;
-    cfm_engine__set_waiting_on(f->run, "sleep %s%s", lua_tostring(L, 1), " s");
+    cfm_engine__set_waiting_on(f->run, "sleep %s s", lua_tostring(L, 1));
     if (!f->replay)
         arm_timer(f, wait_left(f, je, s));
     return lua_yieldk(L, 0, 0, call_done);
@@ -239,8 +239,7 @@ static void deliver(struct cfm_fiber *f, const json_t *event)
 
     cfm_engine__journal_result(f, res, NULL);
     json_decref(res);
-    if (id)
-        json_object_set_new(f->run->consumed, id, json_true());
+    cfm_engine__consume(f->run, id);
     cfm_engine__drop_timer(f);
     e->cur = f->run->acct;
     cfm_lua_push_json(f->co, event);
@@ -249,10 +248,9 @@ static void deliver(struct cfm_fiber *f, const json_t *event)
     cfm_engine__make_ready(f, 1);
 }
 
-static bool consumed(struct cfm_run *r, const json_t *event)
+static bool consumed(const struct cfm_run *r, const json_t *event)
 {
-    const char *id = json_string_value(json_object_get(event, "id"));
-    return id && json_object_get(r->consumed, id);
+    return cfm_engine__consumed(r, json_string_value(json_object_get(event, "id")));
 }
 
 int cfm_engine__l_wait_cloud_event(lua_State *L)
@@ -305,7 +303,7 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
             !consumed(f->run, ev->event) && matches(match, ev->event)) {
             json_decref(f->match);
             f->match = NULL;
-            f->run->waiting_on[0] = '\0';
+            cfm_engine__set_waiting_on(f->run, NULL);
             deliver(f, ev->event); /* queued with the event; resumed next turn */
             return lua_yieldk(L, 0, 0, call_done);
         }
@@ -494,7 +492,7 @@ int cfm_engine__l_wait(lua_State *L)
     f->wait = CFM_WAIT_TASKS;
     f->wait_ids = ids;
     f->nwait = nids;
-    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%d task(s)", nids);
+    cfm_engine__set_waiting_on(f->run, "%d task(s)", nids);
     return lua_yieldk(L, 0, (lua_KContext)nargs, wait_done);
 }
 
@@ -516,7 +514,7 @@ struct cfm_call *cfm_engine_suspend(lua_State *L, const char *what, uint64_t *se
     free(f->call_error);
     f->call_error = NULL;
     f->call_nres = 0;
-    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%s", what);
+    cfm_engine__set_waiting_on(f->run, "%s", what);
     return c;
 }
 
