@@ -114,19 +114,9 @@ void cfm_engine__make_ready(struct cfm_fiber *f, int nargs)
     }
 }
 
-void cfm_engine__on_wtimer_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
 void cfm_engine__drop_timer(struct cfm_fiber *f)
 {
-    if (!f->timer)
-        return;
-    f->timer->f = NULL;
-    uv_timer_stop(&f->timer->t);
-    uv_close((uv_handle_t *)&f->timer->t, cfm_engine__on_wtimer_closed);
-    f->timer = NULL;
+    cfm_engine__timer_stop(f->run->e, &f->timer);
 }
 
 void cfm_engine__unlink_waiter(struct cfm_fiber *f)
@@ -204,9 +194,9 @@ static void free_fiber(struct cfm_engine *e, struct cfm_fiber *f)
     free(f);
 }
 
-static void on_deadline(uv_timer_t *t)
+static void on_deadline(struct cfm_tnode *t)
 {
-    struct cfm_run *r = t->data;
+    struct cfm_run *r = (struct cfm_run *)((char *)t - offsetof(struct cfm_run, deadline));
     char msg[96];
 
     snprintf(msg, sizeof msg, "deadline of %.0f s exceeded",
@@ -366,10 +356,10 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         return err;
     }
     lua_settop(L, top);
-    uv_timer_init(e->loop, &r->deadline);
-    r->deadline.data = r;
-    uv_timer_start(&r->deadline, on_deadline,
-                   r->deadline_ms > now ? (uint64_t)(r->deadline_ms - now) : 0, 0);
+    if (!cfm_engine__timer_start(e, &r->deadline,
+                                 r->deadline_ms > now ? (uint64_t)(r->deadline_ms - now) : 0,
+                                 on_deadline))
+        cfm_error("engine", "run %s: out of memory arming its deadline", spec->id);
     r->state = CFM_RUN_RUNNING;
     r->next = e->runs;
     if (e->runs)
@@ -407,10 +397,8 @@ enum cfm_err cfm_engine_restore(struct cfm_engine *e, const struct cfm_run_spec 
 
 /* --- ending runs ------------------------------------------------------- */
 
-static void on_run_closed(uv_handle_t *h)
+static void free_run(struct cfm_run *r)
 {
-    struct cfm_run *r = h->data;
-
     for (unsigned i = 0; r->log && i < CFM_RUN_LOG_LINES; i++)
         free(r->log[i].text);
     free(r->log);
@@ -484,8 +472,23 @@ static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *
     r->acct->dead = true;
     cfm_engine__acct_release(r->acct);
     r->acct = NULL;
-    uv_timer_stop(&r->deadline);
-    uv_close((uv_handle_t *)&r->deadline, on_run_closed);
+    cfm_engine__timer_stop(e, &r->deadline);
+    /* Freed from on_idle: the caller (a resume, a timer) may still look at r. */
+    r->next = e->ended;
+    e->ended = r;
+    if (!e->idle_on) {
+        uv_idle_start(&e->idle, on_idle);
+        e->idle_on = true;
+    }
+}
+
+static void free_ended(struct cfm_engine *e)
+{
+    while (e->ended) {
+        struct cfm_run *r = e->ended;
+        e->ended = r->next;
+        free_run(r);
+    }
 }
 
 enum cfm_err cfm_engine_cancel(struct cfm_engine *e, const char *id, const char *reason)
@@ -655,6 +658,7 @@ static void on_idle(uv_idle_t *h)
         f->queued = false;
         resume(f);
     }
+    free_ended(e);
     if (!e->ready_head) {
         uv_idle_stop(&e->idle);
         e->idle_on = false;
@@ -695,6 +699,9 @@ enum cfm_err cfm_engine_new(uv_loop_t *loop, const struct cfm_engine_opts *opts,
     cfm_engine__open_base(e);
     uv_idle_init(loop, &e->idle);
     e->idle.data = e;
+    uv_timer_init(loop, &e->timer);
+    e->timer.data = e;
+    e->open_handles = 2;
     *out = e;
     return CFM_OK;
 }
@@ -703,6 +710,10 @@ static void on_engine_closed(uv_handle_t *h)
 {
     struct cfm_engine *e = h->data;
 
+    if (--e->open_handles > 0)
+        return;
+    free_ended(e);
+    free(e->heap);
     for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++)
         json_decref(e->recent[i].event);
     lua_close(e->L);
@@ -718,6 +729,7 @@ void cfm_engine_close(struct cfm_engine *e)
         finish_run(e->runs, CFM_RUN_CANCELLED, "the manager is stopping", "");
     uv_idle_stop(&e->idle);
     uv_close((uv_handle_t *)&e->idle, on_engine_closed);
+    uv_close((uv_handle_t *)&e->timer, on_engine_closed);
 }
 
 enum cfm_err cfm_engine_check_script(struct cfm_engine *e, const char *script,

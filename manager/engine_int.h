@@ -29,7 +29,13 @@ enum cfm_wait {
     CFM_WAIT_CALL,    /* a host call (cloud, agent) in flight */
 };
 
-struct cfm_wtimer;
+/* A timer of the engine (engine_timer.c), inside the run or fiber it times. */
+struct cfm_tnode {
+    uint64_t due;                /* the loop's time (uv_now) when it fires */
+    uint64_t seq;                /* the order it was started in */
+    size_t slot;                 /* 1 + its index in the engine's heap; 0: not armed */
+    void (*cb)(struct cfm_tnode *t);
+};
 
 /* A coroutine of a run: the main one (id 0) or an async task. */
 struct cfm_fiber {
@@ -43,7 +49,7 @@ struct cfm_fiber {
     bool queued;                 /* on the ready queue */
     int results_ref;             /* table {n=, ...} of results, or the error text */
     enum cfm_wait wait;
-    struct cfm_wtimer *timer;    /* sleep or wait timeout */
+    struct cfm_tnode timer;      /* sleep or wait timeout */
     /* WAIT_EVENT */
     char ev_key[2 * CFM_MAX_ID + 2];
     json_t *match;
@@ -112,7 +118,7 @@ struct cfm_run {
     int modules_ref;             /* modules loaded by require */
     struct cfm_fiber *fibers;
     int next_task_id;
-    uv_timer_t deadline;
+    struct cfm_tnode deadline;
     int64_t started_ms, ended_ms;
     struct cfm_logline *log;     /* CFM_RUN_LOG_LINES, allocated at the first line */
     unsigned log_next, log_count;
@@ -127,7 +133,7 @@ struct cfm_run {
     char *diverged;              /* why the replay cannot go on: the run fails */
     bool resumable;              /* failed because its procedure changed */
     bool host_mark;              /* the host's own flag (cfm_run_set_marked) */
-    struct cfm_run *next, *prev; /* engine's list of active runs */
+    struct cfm_run *next, *prev; /* engine's list of active runs, then of ended ones */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
     char text[];                 /* id, system, script, event, event id */
 };
@@ -161,16 +167,17 @@ struct cfm_engine {
     struct cfm_fiber *ready_head, *ready_tail;
     uv_idle_t idle;
     bool idle_on;
+    struct cfm_run *ended;       /* ended runs, freed when the loop gets back to on_idle */
+    uv_timer_t timer;            /* the earliest of heap (engine_timer.c) */
+    struct cfm_tnode **heap;     /* armed timers, a binary heap by (due, seq) */
+    size_t nheap, capheap;
+    uint64_t tseq, armed_due;
+    bool armed, in_timers;
+    int open_handles;            /* closed with the engine: idle, timer */
     struct cfm_fiber *waiters[CFM_WAIT_BUCKETS];
     struct cfm_recent recent[CFM_RECENT_EVENTS];
     unsigned recent_next;
     bool closing;
-};
-
-/* A timer of a waiting fiber (sleep, or a wait with a timeout). */
-struct cfm_wtimer {
-    uv_timer_t t;
-    struct cfm_fiber *f; /* NULL once the wait is over */
 };
 
 /* A call in flight (engine.h). */
@@ -188,11 +195,16 @@ void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, ...)
 void cfm_engine__consume(struct cfm_run *r, const char *id);
 bool cfm_engine__consumed(const struct cfm_run *r, const char *id);
 void cfm_engine__make_ready(struct cfm_fiber *f, int nargs);
-void cfm_engine__on_wtimer_closed(uv_handle_t *h);
 void cfm_engine__drop_timer(struct cfm_fiber *f);
 void cfm_engine__unlink_waiter(struct cfm_fiber *f);
 struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id);
 struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id);
+
+/* engine_timer.c: t fires cb ms from the loop's time (restarted if armed);
+ * false when out of memory (it does not fire then). */
+bool cfm_engine__timer_start(struct cfm_engine *e, struct cfm_tnode *t, uint64_t ms,
+                             void (*cb)(struct cfm_tnode *t));
+void cfm_engine__timer_stop(struct cfm_engine *e, struct cfm_tnode *t);
 
 /* engine_replay.c: the journal */
 struct cfm_jentry *cfm_engine__journal_find(struct cfm_run *r, uint64_t seq);

@@ -28,15 +28,10 @@ static struct cfm_fiber *need_fiber(lua_State *L)
     return f;
 }
 
-static void on_wtimer(uv_timer_t *t)
+static void on_wtimer(struct cfm_tnode *t)
 {
-    struct cfm_wtimer *w = t->data;
-    struct cfm_fiber *f = w->f;
+    struct cfm_fiber *f = (struct cfm_fiber *)((char *)t - offsetof(struct cfm_fiber, timer));
 
-    if (!f)
-        return;
-    f->timer = NULL;
-    uv_close((uv_handle_t *)t, cfm_engine__on_wtimer_closed);
     if (f->wait == CFM_WAIT_EVENT) {
         json_t *res = json_pack("[n, s]", "timeout");
         cfm_engine__unlink_waiter(f);
@@ -94,17 +89,10 @@ static int64_t wait_left(struct cfm_fiber *f, const struct cfm_jentry *pending, 
 
 static void arm_timer(struct cfm_fiber *f, int64_t ms)
 {
-    struct cfm_wtimer *w = calloc(1, sizeof *w);
-
-    if (!w)
-        return; /* no timeout rather than a crash; the run's deadline still holds */
-    w->f = f;
     /* ms is counted from now: from the loop's cached time it would end early. */
     uv_update_time(f->run->e->loop);
-    uv_timer_init(f->run->e->loop, &w->t);
-    w->t.data = w;
-    uv_timer_start(&w->t, on_wtimer, ms <= 0 ? 0 : (uint64_t)ms, 0);
-    f->timer = w;
+    /* Out of memory: no timeout rather than a crash; the run's deadline still holds. */
+    cfm_engine__timer_start(f->run->e, &f->timer, ms <= 0 ? 0 : (uint64_t)ms, on_wtimer);
 }
 
 int cfm_engine__l_sleep(lua_State *L)
