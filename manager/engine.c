@@ -132,8 +132,8 @@ void cfm_engine__unlink_waiter(struct cfm_fiber *f)
     }
     f->linked = false;
     f->next_waiter = NULL;
-    json_decref(f->match);
-    f->match = NULL;
+    cfm_engine__free_ewait(f->ewait);
+    f->ewait = NULL;
 }
 
 /* Ends whatever f waits for, without waking it. */

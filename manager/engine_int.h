@@ -30,6 +30,8 @@ enum cfm_wait {
 };
 
 /* A timer of the engine (engine_timer.c), inside the run or fiber it times. */
+struct cfm_ewait;
+
 struct cfm_tnode {
     uint64_t due;                /* the loop's time (uv_now) when it fires */
     uint64_t seq;                /* the order it was started in */
@@ -51,8 +53,7 @@ struct cfm_fiber {
     enum cfm_wait wait;
     struct cfm_tnode timer;      /* sleep or wait timeout */
     /* WAIT_EVENT */
-    char ev_key[2 * CFM_MAX_ID + 2];
-    json_t *match;
+    struct cfm_ewait *ewait;     /* what it waits for; NULL while the journal answers */
     struct cfm_fiber *next_waiter;
     unsigned wbucket;            /* its chain in engine's waiters */
     bool linked;
@@ -197,6 +198,8 @@ bool cfm_engine__consumed(const struct cfm_run *r, const char *id);
 void cfm_engine__make_ready(struct cfm_fiber *f, int nargs);
 void cfm_engine__drop_timer(struct cfm_fiber *f);
 void cfm_engine__unlink_waiter(struct cfm_fiber *f);
+/* engine_wait.c */
+void cfm_engine__free_ewait(struct cfm_ewait *w);
 struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id);
 struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id);
 

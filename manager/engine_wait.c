@@ -131,24 +131,108 @@ int cfm_engine__l_log(lua_State *L)
     return 0;
 }
 
-/* True when every key of match equals the same key of the event's payload. */
-static bool matches(const json_t *match, const json_t *event)
+/* --- what a wait_cloud_event waits for ----------------------------------
+ *
+ * The key "<system>/<type>" and the fields of its match, in one allocation:
+ * a waiting run keeps it as long as it waits, and a jansson object of one
+ * field costs ~330 bytes in four allocations. Scalars are kept as values,
+ * objects and arrays as jansson trees. */
+
+struct cfm_mfield {
+    const char *name;
+    union {
+        const char *s;           /* JSON_STRING, of len bytes */
+        json_t *tree;            /* JSON_OBJECT, JSON_ARRAY */
+    } u;
+    union {
+        size_t len;
+        double num;              /* JSON_INTEGER, JSON_REAL: the value */
+    } v;
+    json_type type;
+};
+
+struct cfm_ewait {
+    const char *key;
+    size_t n;
+    struct cfm_mfield field[];   /* then the strings */
+};
+
+/* A new wait for key with match (borrowed; NULL: any event); NULL when out of memory. */
+static struct cfm_ewait *new_ewait(const char *key, const json_t *match)
+{
+    size_t n = json_object_size(match), size, klen = strlen(key) + 1;
+    struct cfm_ewait *w;
+    const char *name;
+    json_t *v;
+    char *t;
+
+    size = sizeof *w + n * sizeof w->field[0] + klen;
+    json_object_foreach((json_t *)match, name, v)
+        size += strlen(name) + 1 + (json_is_string(v) ? json_string_length(v) + 1 : 0);
+    if (!(w = malloc(size)))
+        return NULL;
+    t = (char *)&w->field[n];
+    w->key = memcpy(t, key, klen);
+    t += klen;
+    w->n = 0;
+    json_object_foreach((json_t *)match, name, v) {
+        struct cfm_mfield *m = &w->field[w->n++];
+        size_t nlen = strlen(name) + 1;
+        m->name = memcpy(t, name, nlen);
+        t += nlen;
+        m->type = json_typeof(v);
+        if (json_is_string(v)) {
+            m->v.len = json_string_length(v);
+            m->u.s = memcpy(t, json_string_value(v), m->v.len + 1);
+            t += m->v.len + 1;
+        } else if (json_is_number(v)) {
+            m->v.num = json_number_value(v);
+        } else if (json_is_object(v) || json_is_array(v)) {
+            m->u.tree = json_incref(v);
+        }
+    }
+    return w;
+}
+
+void cfm_engine__free_ewait(struct cfm_ewait *w)
+{
+    for (size_t i = 0; w && i < w->n; i++)
+        if (w->field[i].type == JSON_OBJECT || w->field[i].type == JSON_ARRAY)
+            json_decref(w->field[i].u.tree);
+    free(w);
+}
+
+/* True when every field of w's match equals the same field of the event's
+ * payload (numbers compared by value, other values as json_equal does). */
+static bool matches(const struct cfm_ewait *w, const json_t *event)
 {
     const json_t *payload = json_object_get(event, "payload");
-    const char *key;
-    json_t *want;
 
-    if (!match)
-        return true;
-    json_object_foreach((json_t *)match, key, want) {
-        json_t *have = json_object_get(payload, key);
+    for (size_t i = 0; i < w->n; i++) {
+        const struct cfm_mfield *m = &w->field[i];
+        json_t *have = json_object_get(payload, m->name);
         if (!have)
             return false;
-        if (json_is_number(want) && json_is_number(have)) {
-            if (json_number_value(want) != json_number_value(have))
+        switch (m->type) {
+        case JSON_INTEGER:
+        case JSON_REAL:
+            if (!json_is_number(have) || json_number_value(have) != m->v.num)
                 return false;
-        } else if (!json_equal(want, have)) {
-            return false;
+            break;
+        case JSON_STRING:
+            if (!json_is_string(have) || json_string_length(have) != m->v.len ||
+                memcmp(json_string_value(have), m->u.s, m->v.len) != 0)
+                return false;
+            break;
+        case JSON_OBJECT:
+        case JSON_ARRAY:
+            if (!json_equal(m->u.tree, have))
+                return false;
+            break;
+        default: /* true, false, null */
+            if (json_typeof(have) != m->type)
+                return false;
+            break;
         }
     }
     return true;
@@ -198,17 +282,17 @@ static unsigned field_bucket(const char *key, const char *field, const char *tex
     return hash_more(hash_more(hash_more(2166136261u, key), field), text) % CFM_WAIT_BUCKETS;
 }
 
-/* Chains f (waiting for f->ev_key with f->match) in its bucket. */
-static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f)
+/* Chains f (waiting for f->ewait, made from match) in its bucket. */
+static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f, const json_t *match)
 {
     char text[256];
     const char *field;
     json_t *v;
 
-    f->wbucket = cfm_engine__hash(f->ev_key);
-    json_object_foreach(f->match, field, v) {
+    f->wbucket = cfm_engine__hash(f->ewait->key);
+    json_object_foreach((json_t *)match, field, v) {
         if (index_text(v, text, sizeof text)) {
-            f->wbucket = field_bucket(f->ev_key, field, text);
+            f->wbucket = field_bucket(f->ewait->key, field, text);
             break;
         }
     }
@@ -251,7 +335,7 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
     struct cfm_why why = {{0}};
     struct cfm_jentry *je;
     json_t *match = NULL;
-    char what[2 * CFM_MAX_ID + 24];
+    char what[2 * CFM_MAX_ID + 24], key[2 * CFM_MAX_ID + 2];
     int64_t left;
 
     if (!lua_isnoneornil(L, 3)) {
@@ -269,7 +353,7 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
         return luaL_error(L, "wait_cloud_event: system or type longer than %d", CFM_MAX_ID);
     snprintf(what, sizeof what, "wait_cloud_event %s/%s", system, type);
     je = cfm_engine__begin_call(f, what);
-    snprintf(f->ev_key, sizeof f->ev_key, "%s/%s", system, type);
+    snprintf(key, sizeof key, "%s/%s", system, type);
     f->wait = CFM_WAIT_EVENT;
     cfm_engine__set_waiting_on(f->run, "event %s/%s", system, type);
     if (f->replay)
@@ -283,21 +367,27 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
                               why.text[0] ? why.text : "match must be a table of fields");
         }
     }
-    f->match = match;
+    if (!(f->ewait = new_ewait(key, match))) {
+        json_decref(match);
+        f->wait = CFM_WAIT_NONE;
+        return luaL_error(L, "wait_cloud_event: out of memory");
+    }
     /* An event that arrived since the run started and before this wait. */
     for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++) {
         struct cfm_recent *ev = &e->recent[i];
-        if (ev->event && ev->ms >= f->run->started_ms && strcmp(ev->key, f->ev_key) == 0 &&
-            !consumed(f->run, ev->event) && matches(match, ev->event)) {
-            json_decref(f->match);
-            f->match = NULL;
+        if (ev->event && ev->ms >= f->run->started_ms && strcmp(ev->key, key) == 0 &&
+            !consumed(f->run, ev->event) && matches(f->ewait, ev->event)) {
+            json_decref(match);
+            cfm_engine__free_ewait(f->ewait);
+            f->ewait = NULL;
             cfm_engine__set_waiting_on(f->run, NULL);
             deliver(f, ev->event); /* queued with the event; resumed next turn */
             return lua_yieldk(L, 0, 0, call_done);
         }
     }
     left = wait_left(f, je, timeout);
-    link_waiter(e, f);
+    link_waiter(e, f, match);
+    json_decref(match);
     if (left >= 0)
         arm_timer(f, left);
     return lua_yieldk(L, 0, 0, call_done);
@@ -310,15 +400,16 @@ static void offer(struct cfm_engine *e, unsigned b, const char *key, const json_
 
     for (p = &e->waiters[b]; *p;) {
         struct cfm_fiber *f = *p;
-        if (strcmp(f->ev_key, key) != 0 || consumed(f->run, event) || !matches(f->match, event)) {
+        if (strcmp(f->ewait->key, key) != 0 || consumed(f->run, event) ||
+            !matches(f->ewait, event)) {
             p = &f->next_waiter;
             continue;
         }
         *p = f->next_waiter;
         f->next_waiter = NULL;
         f->linked = false;
-        json_decref(f->match);
-        f->match = NULL;
+        cfm_engine__free_ewait(f->ewait);
+        f->ewait = NULL;
         deliver(f, event);
     }
 }
