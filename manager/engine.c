@@ -339,8 +339,6 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         lua_setfield(L, -2, "event");
         lua_pushvalue(L, -1);
         r->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        lua_newtable(L);
-        r->modules_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         if (!cfm_engine__new_fiber(r, L, 1, 0))
             err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
     }

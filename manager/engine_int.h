@@ -116,7 +116,7 @@ struct cfm_run {
     json_t *result;
     struct cfm_acct *acct;
     int env_ref;                 /* the run's global table */
-    int modules_ref;             /* modules loaded by require */
+    int modules_ref;             /* modules loaded by require; LUA_NOREF until the first */
     struct cfm_fiber *fibers;
     int next_task_id;
     struct cfm_tnode deadline;

@@ -305,7 +305,13 @@ static int l_require(lua_State *L)
     if (!module_name_ok(name))
         return luaL_error(L, "require: '%s' is not a module name (letters, digits, '_', '.')",
                           name);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->modules_ref);
+    if (r->modules_ref == LUA_NOREF) { /* most runs require nothing */
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        r->modules_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->modules_ref);
+    }
     if (lua_getfield(L, -1, name) != LUA_TNIL)
         return 1;
     lua_pop(L, 1);
