@@ -158,6 +158,41 @@ struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id)
 
 /* --- creating runs and fibers ------------------------------------------ */
 
+/* The shared record of script at hash (a new reference); NULL when out of memory. */
+static struct cfm_proc *get_proc(struct cfm_engine *e, const char *script, const char *hash)
+{
+    struct cfm_proc *p;
+    size_t len = strlen(script) + 1;
+
+    for (p = e->procs; p; p = p->next) {
+        if (strcmp(p->name, script) == 0 && strcmp(p->hash, hash) == 0) {
+            p->refs++;
+            return p;
+        }
+    }
+    if (!(p = malloc(sizeof *p + len)))
+        return NULL;
+    p->refs = 1;
+    snprintf(p->hash, sizeof p->hash, "%s", hash);
+    memcpy(p->name, script, len);
+    p->next = e->procs;
+    e->procs = p;
+    return p;
+}
+
+static void put_proc(struct cfm_engine *e, struct cfm_proc *p)
+{
+    if (!p || --p->refs > 0)
+        return;
+    for (struct cfm_proc **q = &e->procs; *q; q = &(*q)->next) {
+        if (*q == p) {
+            *q = p->next;
+            break;
+        }
+    }
+    free(p);
+}
+
 /* Creates a fiber of r whose function and arguments (nargs) are on top of
  * L's stack; they are moved to the new coroutine, which is made ready. */
 struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id)
@@ -271,9 +306,8 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     double deadline = spec->deadline_s > 0 ? spec->deadline_s : e->opts.deadline_s;
     const char *evid = json_string_value(json_object_get(spec->event, "id"));
     size_t lid = strlen(spec->id) + 1, lsys = strlen(spec->system) + 1,
-           lscript = strlen(spec->script) + 1, levid = evid ? strlen(evid) + 1 : 0,
-           lev = json_dumpb(spec->event, NULL, 0, JSON_COMPACT);
-    char *t;
+           levid = evid ? strlen(evid) + 1 : 0, lev = json_dumpb(spec->event, NULL, 0, JSON_COMPACT);
+    char *t, hash[65];
     const char *refuse = NULL;
     char refusal[CFM_WHY_MAX + 160];
     int top = lua_gettop(L);
@@ -289,7 +323,7 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         return cfm_why_set(why, CFM_EINVAL, "the event of run %s cannot be encoded", spec->id);
     /* The run keeps the event as text: the host reads it to record the run,
      * the procedure has its own copy as a Lua table (the global `event`). */
-    r = calloc(1, sizeof *r + lid + lsys + lscript + lev + 1 + levid);
+    r = calloc(1, sizeof *r + lid + lsys + lev + 1 + levid);
     if (!r || !(r->acct = calloc(1, sizeof *r->acct))) {
         free(r);
         return cfm_why_set(why, CFM_ENOMEM, "out of memory");
@@ -299,8 +333,7 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     t = r->text;
     r->id = memcpy(t, spec->id, lid);
     r->system = memcpy(t += lid, spec->system, lsys);
-    r->script = memcpy(t += lsys, spec->script, lscript);
-    r->event = t += lscript;
+    r->event = t += lsys;
     json_dumpb(spec->event, t, lev, JSON_COMPACT);
     t[lev] = '\0';
     r->event_id = evid ? memcpy(t += lev + 1, evid, levid) : NULL;
@@ -310,24 +343,26 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     seed_rng(r);
 
     e->cur = r->acct;
-    err = cfm_engine__load_script(e, L, spec->script, r->hash, why);
+    err = cfm_engine__load_script(e, L, spec->script, hash, why);
+    if (err == CFM_OK && !(r->proc = get_proc(e, spec->script, hash)))
+        err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
     if (err == CFM_OK && rs) {
         if (rs->corrupt) {
             refuse = rs->corrupt;
         } else if (!(r->replay = new_replay(rs))) {
             err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
-        } else if (strcmp(rs->hash, r->hash) != 0 && !rs->force) {
+        } else if (strcmp(rs->hash, hash) != 0 && !rs->force) {
             snprintf(refusal, sizeof refusal,
                      "procedure %s changed since the run began (sha256 %.12s then, %.12s now): "
                      "not replayed against different code; `cfmctl runs resume %s --force` "
                      "replays it against the new text",
-                     r->script, rs->hash, r->hash, r->id);
+                     spec->script, rs->hash, hash, r->id);
             refuse = refusal;
             r->resumable = true;
         }
-        if (rs->force && strcmp(rs->hash, r->hash) != 0)
+        if (rs->force && strcmp(rs->hash, hash) != 0)
             cfm_warn("engine", "run %s: %s changed since the run began; replaying against the "
-                     "new text as the operator forced", r->id, r->script);
+                     "new text as the operator forced", r->id, spec->script);
     }
     if (err == CFM_OK && !refuse) {
         lua_createtable(L, 0, 4); /* the run's globals */
@@ -348,6 +383,7 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         luaL_unref(L, LUA_REGISTRYINDEX, r->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->modules_ref);
         cfm_engine__replay_free(r->replay);
+        put_proc(e, r->proc);
         r->acct->dead = true;
         cfm_engine__acct_release(r->acct);
         free(r);
@@ -368,9 +404,9 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     e->active++;
     if (rs)
         cfm_info("engine", "run %s restored: %s on %s, %zu journaled call(s) to replay", r->id,
-                 r->script, r->system, rs->n);
+                 spec->script, r->system, rs->n);
     else
-        cfm_info("engine", "run %s started: %s on %s", r->id, r->script, r->system);
+        cfm_info("engine", "run %s started: %s on %s", r->id, spec->script, r->system);
     if (!rs && e->host.on_start)
         e->host.on_start(e->host.arg, r);
     notify(r);
@@ -401,6 +437,7 @@ static void free_run(struct cfm_run *r)
         free(r->log[i].text);
     free(r->log);
     free(r->waiting_on);
+    put_proc(r->e, r->proc);
     json_decref(r->result);
     json_decref(r->consumed);
     cfm_engine__replay_free(r->replay);
@@ -813,7 +850,7 @@ json_t *cfm_run_log_json(const struct cfm_run *r)
 
 const char *cfm_run_id(const struct cfm_run *r) { return r->id; }
 const char *cfm_run_system(const struct cfm_run *r) { return r->system; }
-const char *cfm_run_script(const struct cfm_run *r) { return r->script; }
+const char *cfm_run_script(const struct cfm_run *r) { return r->proc->name; }
 enum cfm_run_state cfm_run_state(const struct cfm_run *r) { return r->state; }
 const char *cfm_run_waiting_on(const struct cfm_run *r) { return r->waiting_on ? r->waiting_on : ""; }
 const char *cfm_run_error(const struct cfm_run *r) { return r->error ? r->error : ""; }
@@ -823,7 +860,7 @@ const json_t *cfm_run_result(const struct cfm_run *r) { return r->result; }
 int64_t cfm_run_started_ms(const struct cfm_run *r) { return r->started_ms; }
 int64_t cfm_run_ended_ms(const struct cfm_run *r) { return r->ended_ms; }
 int64_t cfm_run_deadline_ms(const struct cfm_run *r) { return r->deadline_ms; }
-const char *cfm_run_hash(const struct cfm_run *r) { return r->hash; }
+const char *cfm_run_hash(const struct cfm_run *r) { return r->proc->hash; }
 bool cfm_run_resumable(const struct cfm_run *r) { return r->resumable; }
 bool cfm_run_replaying(const struct cfm_run *r) { return cfm_engine__replaying(r); }
 bool cfm_run_marked(const struct cfm_run *r) { return r->host_mark; }

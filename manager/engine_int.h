@@ -45,27 +45,27 @@ struct cfm_fiber {
     lua_State *co;
     int ref;                     /* registry reference keeping co alive */
     int id;
+    int results_ref;             /* table {n=, ...} of results, or the error text */
+    enum cfm_wait wait;
     bool done;
     bool failed;
     bool budget_blown;
     bool queued;                 /* on the ready queue */
-    int results_ref;             /* table {n=, ...} of results, or the error text */
-    enum cfm_wait wait;
+    bool linked;                 /* WAIT_EVENT: chained in engine's waiters */
+    unsigned wbucket;            /* its chain in engine's waiters */
     struct cfm_tnode timer;      /* sleep or wait timeout */
     /* WAIT_EVENT */
     struct cfm_ewait *ewait;     /* what it waits for; NULL while the journal answers */
     struct cfm_fiber *next_waiter;
-    unsigned wbucket;            /* its chain in engine's waiters */
-    bool linked;
     /* WAIT_TASKS */
     int *wait_ids;
     int nwait;
     /* the call it is suspended in (host call, sleep, wait_cloud_event) */
+    int call_nres;
     struct cfm_call *call;
     uint64_t call_seq;
     char *call_what;             /* for the journal */
     struct cfm_jentry *replay;   /* the journal answers the call: delivered by pump */
-    int call_nres;
     char *call_error;
     /* ready queue */
     struct cfm_fiber *next_ready;
@@ -101,26 +101,36 @@ struct cfm_replay {
     bool caught_up;
 };
 
+/* A procedure as runs of it began: its file name and the SHA-256 of its
+ * text, shared by those runs (engine.c). */
+struct cfm_proc {
+    struct cfm_proc *next;
+    unsigned refs;
+    char hash[65];
+    char name[];
+};
+
 struct cfm_run {
     struct cfm_engine *e;
     /* Strings fixed at start, in text[] (allocated with the run, exact size). */
     const char *id;
     const char *system;
-    const char *script;
     const char *event;           /* the triggering event, compact JSON */
     const char *event_id;        /* its "id", or NULL */
+    struct cfm_proc *proc;       /* its script and hash */
     enum cfm_run_state state;
+    int env_ref;                 /* the run's global table */
+    int modules_ref;             /* modules loaded by require; LUA_NOREF until the first */
+    int next_task_id;
     char *waiting_on;            /* NULL unless it waits on something */
     char *error;
     char *traceback;
     json_t *result;
     struct cfm_acct *acct;
-    int env_ref;                 /* the run's global table */
-    int modules_ref;             /* modules loaded by require; LUA_NOREF until the first */
     struct cfm_fiber *fibers;
-    int next_task_id;
     struct cfm_tnode deadline;
     int64_t started_ms, ended_ms;
+    int64_t deadline_ms;
     struct cfm_logline *log;     /* CFM_RUN_LOG_LINES, allocated at the first line */
     unsigned log_next, log_count;
     uint64_t rng[2];             /* math.random: deterministic per run */
@@ -128,15 +138,13 @@ struct cfm_run {
     uint64_t seq;                /* journaled API calls so far */
     uint64_t resumes;            /* resumes of its fibers so far */
     uint64_t ord;                /* results handed over later, so far */
-    char hash[65];               /* SHA-256 of the script when the run began */
-    int64_t deadline_ms;
     struct cfm_replay *replay;   /* restored from the journal; NULL for a new run */
     char *diverged;              /* why the replay cannot go on: the run fails */
     bool resumable;              /* failed because its procedure changed */
     bool host_mark;              /* the host's own flag (cfm_run_set_marked) */
     struct cfm_run *next, *prev; /* engine's list of active runs, then of ended ones */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
-    char text[];                 /* id, system, script, event, event id */
+    char text[];                 /* id, system, event, event id */
 };
 
 struct cfm_recent {
@@ -169,6 +177,7 @@ struct cfm_engine {
     uv_idle_t idle;
     bool idle_on;
     struct cfm_run *ended;       /* ended runs, freed when the loop gets back to on_idle */
+    struct cfm_proc *procs;      /* procedures of the runs not freed yet */
     uv_timer_t timer;            /* the earliest of heap (engine_timer.c) */
     struct cfm_tnode **heap;     /* armed timers, a binary heap by (due, seq) */
     size_t nheap, capheap;
