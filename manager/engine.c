@@ -365,7 +365,7 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
                      "new text as the operator forced", r->id, spec->script);
     }
     if (err == CFM_OK && !refuse) {
-        lua_createtable(L, 0, 4); /* the run's globals */
+        lua_createtable(L, 0, 2); /* the run's globals: _G, event, and what it defines */
         lua_rawgeti(L, LUA_REGISTRYINDEX, e->env_mt_ref);
         lua_setmetatable(L, -2);
         lua_pushvalue(L, -1);
