@@ -440,7 +440,7 @@ void cfm_api_open(struct cfm_api_ctx *ctx, lua_State *L)
 void cfm_api_record_run(struct cfm_api_ctx *ctx, struct cfm_run *run)
 {
     char topic[CFM_MAX_TOPIC + 1], started[CFM_TIME_LEN] = "", ended[CFM_TIME_LEN] = "";
-    const json_t *ev = cfm_run_event(run);
+    json_t *ev = json_loads(cfm_run_event(run), 0, NULL); /* the engine keeps it as text */
     struct cfm_why why = {{0}};
     struct cfm_obj *obj;
     json_t *body;
@@ -457,6 +457,7 @@ void cfm_api_record_run(struct cfm_api_ctx *ctx, struct cfm_run *run)
                      cfm_run_waiting_on(run)[0] ? cfm_run_waiting_on(run) : NULL, "error",
                      cfm_run_error(run)[0] ? cfm_run_error(run) : NULL, "log",
                      cfm_run_log_json(run));
+    json_decref(ev);
     if (!body) {
         cfm_error("api", "cannot build the record of run %s", cfm_run_id(run));
         return;

@@ -18,6 +18,7 @@
 #include "engine_int.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,9 +57,36 @@ unsigned cfm_engine__hash(const char *key)
     return h % CFM_WAIT_BUCKETS;
 }
 
-void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, const char *a, const char *b)
+void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, ...)
 {
-    snprintf(r->waiting_on, sizeof r->waiting_on, fmt, a, b);
+    char text[CFM_WAITING_ON_MAX + 1];
+    va_list ap;
+
+    free(r->waiting_on);
+    r->waiting_on = NULL;
+    if (!fmt)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    r->waiting_on = strdup(text); /* NULL when out of memory: shown as "" */
+}
+
+/* Most runs are never handed an event but the one that started them: the
+ * set of the others is created at the first. */
+void cfm_engine__consume(struct cfm_run *r, const char *id)
+{
+    if (!id || (r->event_id && strcmp(id, r->event_id) == 0))
+        return;
+    if (!r->consumed)
+        r->consumed = json_object();
+    json_object_set_new(r->consumed, id, json_true());
+}
+
+bool cfm_engine__consumed(const struct cfm_run *r, const char *id)
+{
+    return id && ((r->event_id && strcmp(id, r->event_id) == 0) ||
+                  (r->consumed && json_object_get(r->consumed, id)));
 }
 
 static void notify(struct cfm_run *r)
@@ -86,19 +114,9 @@ void cfm_engine__make_ready(struct cfm_fiber *f, int nargs)
     }
 }
 
-void cfm_engine__on_wtimer_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
 void cfm_engine__drop_timer(struct cfm_fiber *f)
 {
-    if (!f->timer)
-        return;
-    f->timer->f = NULL;
-    uv_timer_stop(&f->timer->t);
-    uv_close((uv_handle_t *)&f->timer->t, cfm_engine__on_wtimer_closed);
-    f->timer = NULL;
+    cfm_engine__timer_stop(f->run->e, &f->timer);
 }
 
 void cfm_engine__unlink_waiter(struct cfm_fiber *f)
@@ -114,8 +132,8 @@ void cfm_engine__unlink_waiter(struct cfm_fiber *f)
     }
     f->linked = false;
     f->next_waiter = NULL;
-    json_decref(f->match);
-    f->match = NULL;
+    cfm_engine__free_ewait(f->ewait);
+    f->ewait = NULL;
 }
 
 /* Ends whatever f waits for, without waking it. */
@@ -139,6 +157,41 @@ struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id)
 }
 
 /* --- creating runs and fibers ------------------------------------------ */
+
+/* The shared record of script at hash (a new reference); NULL when out of memory. */
+static struct cfm_proc *get_proc(struct cfm_engine *e, const char *script, const char *hash)
+{
+    struct cfm_proc *p;
+    size_t len = strlen(script) + 1;
+
+    for (p = e->procs; p; p = p->next) {
+        if (strcmp(p->name, script) == 0 && strcmp(p->hash, hash) == 0) {
+            p->refs++;
+            return p;
+        }
+    }
+    if (!(p = malloc(sizeof *p + len)))
+        return NULL;
+    p->refs = 1;
+    snprintf(p->hash, sizeof p->hash, "%s", hash);
+    memcpy(p->name, script, len);
+    p->next = e->procs;
+    e->procs = p;
+    return p;
+}
+
+static void put_proc(struct cfm_engine *e, struct cfm_proc *p)
+{
+    if (!p || --p->refs > 0)
+        return;
+    for (struct cfm_proc **q = &e->procs; *q; q = &(*q)->next) {
+        if (*q == p) {
+            *q = p->next;
+            break;
+        }
+    }
+    free(p);
+}
 
 /* Creates a fiber of r whose function and arguments (nargs) are on top of
  * L's stack; they are moved to the new coroutine, which is made ready. */
@@ -176,9 +229,9 @@ static void free_fiber(struct cfm_engine *e, struct cfm_fiber *f)
     free(f);
 }
 
-static void on_deadline(uv_timer_t *t)
+static void on_deadline(struct cfm_tnode *t)
 {
-    struct cfm_run *r = t->data;
+    struct cfm_run *r = (struct cfm_run *)((char *)t - offsetof(struct cfm_run, deadline));
     char msg[96];
 
     snprintf(msg, sizeof msg, "deadline of %.0f s exceeded",
@@ -251,7 +304,10 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     lua_State *L = e->L;
     struct cfm_run *r;
     double deadline = spec->deadline_s > 0 ? spec->deadline_s : e->opts.deadline_s;
-    const char *evid;
+    const char *evid = json_string_value(json_object_get(spec->event, "id"));
+    size_t lid = strlen(spec->id) + 1, lsys = strlen(spec->system) + 1,
+           levid = evid ? strlen(evid) + 1 : 0, lev = json_dumpb(spec->event, NULL, 0, JSON_COMPACT);
+    char *t, hash[65];
     const char *refuse = NULL;
     char refusal[CFM_WHY_MAX + 160];
     int top = lua_gettop(L);
@@ -263,58 +319,61 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         return cfm_why_set(why, CFM_EINVAL, "the engine is stopping");
     if (cfm_engine_find(e, spec->id))
         return cfm_why_set(why, CFM_EINVAL, "run %s is already active", spec->id);
-    r = calloc(1, sizeof *r);
+    if (lev == 0)
+        return cfm_why_set(why, CFM_EINVAL, "the event of run %s cannot be encoded", spec->id);
+    /* The run keeps the event as text: the host reads it to record the run,
+     * the procedure has its own copy as a Lua table (the global `event`). */
+    r = calloc(1, sizeof *r + lid + lsys + lev + 1 + levid);
     if (!r || !(r->acct = calloc(1, sizeof *r->acct))) {
         free(r);
         return cfm_why_set(why, CFM_ENOMEM, "out of memory");
     }
     r->e = e;
     r->acct->limit = e->opts.run_memory_limit;
-    snprintf(r->id, sizeof r->id, "%s", spec->id);
-    snprintf(r->system, sizeof r->system, "%s", spec->system);
-    snprintf(r->script, sizeof r->script, "%s", spec->script);
-    r->event = json_deep_copy(spec->event);
-    r->consumed = json_object();
+    t = r->text;
+    r->id = memcpy(t, spec->id, lid);
+    r->system = memcpy(t += lid, spec->system, lsys);
+    r->event = t += lsys;
+    json_dumpb(spec->event, t, lev, JSON_COMPACT);
+    t[lev] = '\0';
+    r->event_id = evid ? memcpy(t += lev + 1, evid, levid) : NULL;
     r->env_ref = r->modules_ref = LUA_NOREF;
     r->started_ms = rs ? rs->started_ms : now;
     r->deadline_ms = rs ? rs->deadline_ms : now + (int64_t)(deadline * 1000.0);
     seed_rng(r);
-    evid = json_string_value(json_object_get(r->event, "id"));
-    if (evid)
-        json_object_set_new(r->consumed, evid, json_true());
 
     e->cur = r->acct;
-    err = cfm_engine__load_script(e, L, spec->script, r->hash, why);
+    err = cfm_engine__load_script(e, L, spec->script, hash, why);
+    if (err == CFM_OK && !(r->proc = get_proc(e, spec->script, hash)))
+        err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
     if (err == CFM_OK && rs) {
         if (rs->corrupt) {
             refuse = rs->corrupt;
         } else if (!(r->replay = new_replay(rs))) {
             err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
-        } else if (strcmp(rs->hash, r->hash) != 0 && !rs->force) {
+        } else if (strcmp(rs->hash, hash) != 0 && !rs->force) {
             snprintf(refusal, sizeof refusal,
                      "procedure %s changed since the run began (sha256 %.12s then, %.12s now): "
                      "not replayed against different code; `cfmctl runs resume %s --force` "
                      "replays it against the new text",
-                     r->script, rs->hash, r->hash, r->id);
+                     spec->script, rs->hash, hash, r->id);
             refuse = refusal;
             r->resumable = true;
         }
-        if (rs->force && strcmp(rs->hash, r->hash) != 0)
+        if (rs->force && strcmp(rs->hash, hash) != 0)
             cfm_warn("engine", "run %s: %s changed since the run began; replaying against the "
-                     "new text as the operator forced", r->id, r->script);
+                     "new text as the operator forced", r->id, spec->script);
     }
     if (err == CFM_OK && !refuse) {
-        lua_createtable(L, 0, 4); /* the run's globals */
+        lua_createtable(L, 0, 2); /* the run's globals: _G, event, and what it defines */
         lua_rawgeti(L, LUA_REGISTRYINDEX, e->env_mt_ref);
         lua_setmetatable(L, -2);
         lua_pushvalue(L, -1);
         lua_setfield(L, -2, "_G");
-        cfm_lua_push_json(L, r->event);
+        cfm_lua_push_json(L, spec->event);
         lua_setfield(L, -2, "event");
         lua_pushvalue(L, -1);
         r->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        lua_newtable(L);
-        r->modules_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         if (!cfm_engine__new_fiber(r, L, 1, 0))
             err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
     }
@@ -323,19 +382,18 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
         lua_settop(L, top);
         luaL_unref(L, LUA_REGISTRYINDEX, r->env_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->modules_ref);
-        json_decref(r->event);
-        json_decref(r->consumed);
         cfm_engine__replay_free(r->replay);
+        put_proc(e, r->proc);
         r->acct->dead = true;
         cfm_engine__acct_release(r->acct);
         free(r);
         return err;
     }
     lua_settop(L, top);
-    uv_timer_init(e->loop, &r->deadline);
-    r->deadline.data = r;
-    uv_timer_start(&r->deadline, on_deadline,
-                   r->deadline_ms > now ? (uint64_t)(r->deadline_ms - now) : 0, 0);
+    if (!cfm_engine__timer_start(e, &r->deadline,
+                                 r->deadline_ms > now ? (uint64_t)(r->deadline_ms - now) : 0,
+                                 on_deadline))
+        cfm_error("engine", "run %s: out of memory arming its deadline", spec->id);
     r->state = CFM_RUN_RUNNING;
     r->next = e->runs;
     if (e->runs)
@@ -346,9 +404,9 @@ static enum cfm_err start_run(struct cfm_engine *e, const struct cfm_run_spec *s
     e->active++;
     if (rs)
         cfm_info("engine", "run %s restored: %s on %s, %zu journaled call(s) to replay", r->id,
-                 r->script, r->system, rs->n);
+                 spec->script, r->system, rs->n);
     else
-        cfm_info("engine", "run %s started: %s on %s", r->id, r->script, r->system);
+        cfm_info("engine", "run %s started: %s on %s", r->id, spec->script, r->system);
     if (!rs && e->host.on_start)
         e->host.on_start(e->host.arg, r);
     notify(r);
@@ -373,14 +431,13 @@ enum cfm_err cfm_engine_restore(struct cfm_engine *e, const struct cfm_run_spec 
 
 /* --- ending runs ------------------------------------------------------- */
 
-static void on_run_closed(uv_handle_t *h)
+static void free_run(struct cfm_run *r)
 {
-    struct cfm_run *r = h->data;
-
     for (unsigned i = 0; r->log && i < CFM_RUN_LOG_LINES; i++)
         free(r->log[i].text);
     free(r->log);
-    json_decref(r->event);
+    free(r->waiting_on);
+    put_proc(r->e, r->proc);
     json_decref(r->result);
     json_decref(r->consumed);
     cfm_engine__replay_free(r->replay);
@@ -430,7 +487,7 @@ static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *
     e->active--;
     r->state = state;
     r->ended_ms = cfm_time_ms();
-    r->waiting_on[0] = '\0';
+    cfm_engine__set_waiting_on(r, NULL);
     r->error = strdup(error ? error : "");
     r->traceback = strdup(traceback ? traceback : "");
     if (state == CFM_RUN_SUCCEEDED)
@@ -450,8 +507,23 @@ static void finish_run(struct cfm_run *r, enum cfm_run_state state, const char *
     r->acct->dead = true;
     cfm_engine__acct_release(r->acct);
     r->acct = NULL;
-    uv_timer_stop(&r->deadline);
-    uv_close((uv_handle_t *)&r->deadline, on_run_closed);
+    cfm_engine__timer_stop(e, &r->deadline);
+    /* Freed from on_idle: the caller (a resume, a timer) may still look at r. */
+    r->next = e->ended;
+    e->ended = r;
+    if (!e->idle_on) {
+        uv_idle_start(&e->idle, on_idle);
+        e->idle_on = true;
+    }
+}
+
+static void free_ended(struct cfm_engine *e)
+{
+    while (e->ended) {
+        struct cfm_run *r = e->ended;
+        e->ended = r->next;
+        free_run(r);
+    }
 }
 
 enum cfm_err cfm_engine_cancel(struct cfm_engine *e, const char *id, const char *reason)
@@ -536,7 +608,7 @@ static void resume_fiber(struct cfm_fiber *f)
     lua_sethook(f->co, budget_hook, LUA_MASKCOUNT, (int)e->opts.instr_budget);
     if (r->state == CFM_RUN_WAITING) {
         r->state = CFM_RUN_RUNNING;
-        r->waiting_on[0] = '\0';
+        cfm_engine__set_waiting_on(r, NULL);
     }
     status = lua_resume(f->co, e->L, f->ready_nargs, &nres);
     e->cur = &e->global;
@@ -626,6 +698,7 @@ static void on_idle(uv_idle_t *h)
     }
     if (batch)
         e->host.batch(e->host.arg, false);
+    free_ended(e);
     if (!e->ready_head) {
         uv_idle_stop(&e->idle);
         e->idle_on = false;
@@ -666,6 +739,9 @@ enum cfm_err cfm_engine_new(uv_loop_t *loop, const struct cfm_engine_opts *opts,
     cfm_engine__open_base(e);
     uv_idle_init(loop, &e->idle);
     e->idle.data = e;
+    uv_timer_init(loop, &e->timer);
+    e->timer.data = e;
+    e->open_handles = 2;
     *out = e;
     return CFM_OK;
 }
@@ -674,6 +750,10 @@ static void on_engine_closed(uv_handle_t *h)
 {
     struct cfm_engine *e = h->data;
 
+    if (--e->open_handles > 0)
+        return;
+    free_ended(e);
+    free(e->heap);
     for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++)
         json_decref(e->recent[i].event);
     lua_close(e->L);
@@ -689,6 +769,7 @@ void cfm_engine_close(struct cfm_engine *e)
         finish_run(e->runs, CFM_RUN_CANCELLED, "the manager is stopping", "");
     uv_idle_stop(&e->idle);
     uv_close((uv_handle_t *)&e->idle, on_engine_closed);
+    uv_close((uv_handle_t *)&e->timer, on_engine_closed);
 }
 
 enum cfm_err cfm_engine_check_script(struct cfm_engine *e, const char *script,
@@ -774,17 +855,17 @@ json_t *cfm_run_log_json(const struct cfm_run *r)
 
 const char *cfm_run_id(const struct cfm_run *r) { return r->id; }
 const char *cfm_run_system(const struct cfm_run *r) { return r->system; }
-const char *cfm_run_script(const struct cfm_run *r) { return r->script; }
+const char *cfm_run_script(const struct cfm_run *r) { return r->proc->name; }
 enum cfm_run_state cfm_run_state(const struct cfm_run *r) { return r->state; }
-const char *cfm_run_waiting_on(const struct cfm_run *r) { return r->waiting_on; }
+const char *cfm_run_waiting_on(const struct cfm_run *r) { return r->waiting_on ? r->waiting_on : ""; }
 const char *cfm_run_error(const struct cfm_run *r) { return r->error ? r->error : ""; }
 const char *cfm_run_traceback(const struct cfm_run *r) { return r->traceback ? r->traceback : ""; }
-const json_t *cfm_run_event(const struct cfm_run *r) { return r->event; }
+const char *cfm_run_event(const struct cfm_run *r) { return r->event; }
 const json_t *cfm_run_result(const struct cfm_run *r) { return r->result; }
 int64_t cfm_run_started_ms(const struct cfm_run *r) { return r->started_ms; }
 int64_t cfm_run_ended_ms(const struct cfm_run *r) { return r->ended_ms; }
 int64_t cfm_run_deadline_ms(const struct cfm_run *r) { return r->deadline_ms; }
-const char *cfm_run_hash(const struct cfm_run *r) { return r->hash; }
+const char *cfm_run_hash(const struct cfm_run *r) { return r->proc->hash; }
 bool cfm_run_resumable(const struct cfm_run *r) { return r->resumable; }
 bool cfm_run_replaying(const struct cfm_run *r) { return cfm_engine__replaying(r); }
 bool cfm_run_marked(const struct cfm_run *r) { return r->host_mark; }

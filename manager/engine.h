@@ -152,7 +152,7 @@ enum cfm_run_state cfm_run_state(const struct cfm_run *r);
 const char *cfm_run_waiting_on(const struct cfm_run *r);  /* "" unless waiting */
 const char *cfm_run_error(const struct cfm_run *r);       /* "" unless failed/cancelled */
 const char *cfm_run_traceback(const struct cfm_run *r);   /* "" unless failed */
-const json_t *cfm_run_event(const struct cfm_run *r);
+const char *cfm_run_event(const struct cfm_run *r);       /* compact JSON text */
 const json_t *cfm_run_result(const struct cfm_run *r);    /* NULL unless succeeded */
 int64_t cfm_run_started_ms(const struct cfm_run *r);
 int64_t cfm_run_ended_ms(const struct cfm_run *r);        /* 0 while active */

@@ -29,7 +29,15 @@ enum cfm_wait {
     CFM_WAIT_CALL,    /* a host call (cloud, agent) in flight */
 };
 
-struct cfm_wtimer;
+/* A timer of the engine (engine_timer.c), inside the run or fiber it times. */
+struct cfm_ewait;
+
+struct cfm_tnode {
+    uint64_t due;                /* the loop's time (uv_now) when it fires */
+    uint64_t seq;                /* the order it was started in */
+    size_t slot;                 /* 1 + its index in the engine's heap; 0: not armed */
+    void (*cb)(struct cfm_tnode *t);
+};
 
 /* A coroutine of a run: the main one (id 0) or an async task. */
 struct cfm_fiber {
@@ -37,28 +45,27 @@ struct cfm_fiber {
     lua_State *co;
     int ref;                     /* registry reference keeping co alive */
     int id;
+    int results_ref;             /* table {n=, ...} of results, or the error text */
+    enum cfm_wait wait;
     bool done;
     bool failed;
     bool budget_blown;
     bool queued;                 /* on the ready queue */
-    int results_ref;             /* table {n=, ...} of results, or the error text */
-    enum cfm_wait wait;
-    struct cfm_wtimer *timer;    /* sleep or wait timeout */
-    /* WAIT_EVENT */
-    char ev_key[2 * CFM_MAX_ID + 2];
-    json_t *match;
-    struct cfm_fiber *next_waiter;
+    bool linked;                 /* WAIT_EVENT: chained in engine's waiters */
     unsigned wbucket;            /* its chain in engine's waiters */
-    bool linked;
+    struct cfm_tnode timer;      /* sleep or wait timeout */
+    /* WAIT_EVENT */
+    struct cfm_ewait *ewait;     /* what it waits for; NULL while the journal answers */
+    struct cfm_fiber *next_waiter;
     /* WAIT_TASKS */
     int *wait_ids;
     int nwait;
     /* the call it is suspended in (host call, sleep, wait_cloud_event) */
+    int call_nres;
     struct cfm_call *call;
     uint64_t call_seq;
     char *call_what;             /* for the journal */
     struct cfm_jentry *replay;   /* the journal answers the call: delivered by pump */
-    int call_nres;
     char *call_error;
     /* ready queue */
     struct cfm_fiber *next_ready;
@@ -94,39 +101,50 @@ struct cfm_replay {
     bool caught_up;
 };
 
+/* A procedure as runs of it began: its file name and the SHA-256 of its
+ * text, shared by those runs (engine.c). */
+struct cfm_proc {
+    struct cfm_proc *next;
+    unsigned refs;
+    char hash[65];
+    char name[];
+};
+
 struct cfm_run {
     struct cfm_engine *e;
-    char id[CFM_MAX_ID + 1];
-    char system[CFM_MAX_ID + 1];
-    char script[256];
-    json_t *event;
+    /* Strings fixed at start, in text[] (allocated with the run, exact size). */
+    const char *id;
+    const char *system;
+    const char *event;           /* the triggering event, compact JSON */
+    const char *event_id;        /* its "id", or NULL */
+    struct cfm_proc *proc;       /* its script and hash */
     enum cfm_run_state state;
-    char waiting_on[160];
+    int env_ref;                 /* the run's global table */
+    int modules_ref;             /* modules loaded by require; LUA_NOREF until the first */
+    int next_task_id;
+    char *waiting_on;            /* NULL unless it waits on something */
     char *error;
     char *traceback;
     json_t *result;
     struct cfm_acct *acct;
-    int env_ref;                 /* the run's global table */
-    int modules_ref;             /* modules loaded by require */
     struct cfm_fiber *fibers;
-    int next_task_id;
-    uv_timer_t deadline;
+    struct cfm_tnode deadline;
     int64_t started_ms, ended_ms;
+    int64_t deadline_ms;
     struct cfm_logline *log;     /* CFM_RUN_LOG_LINES, allocated at the first line */
     unsigned log_next, log_count;
     uint64_t rng[2];             /* math.random: deterministic per run */
-    json_t *consumed;            /* event ids already returned to this run */
+    json_t *consumed;            /* ids of events returned to it; NULL until the first */
     uint64_t seq;                /* journaled API calls so far */
     uint64_t resumes;            /* resumes of its fibers so far */
     uint64_t ord;                /* results handed over later, so far */
-    char hash[65];               /* SHA-256 of the script when the run began */
-    int64_t deadline_ms;
     struct cfm_replay *replay;   /* restored from the journal; NULL for a new run */
     char *diverged;              /* why the replay cannot go on: the run fails */
     bool resumable;              /* failed because its procedure changed */
     bool host_mark;              /* the host's own flag (cfm_run_set_marked) */
-    struct cfm_run *next, *prev; /* engine's list of active runs */
+    struct cfm_run *next, *prev; /* engine's list of active runs, then of ended ones */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
+    char text[];                 /* id, system, event, event id */
 };
 
 #define CFM_RECENT_FIELDS 8 /* payload fields a recent event is indexed by */
@@ -144,6 +162,7 @@ struct cfm_recent {
     unsigned field_hash[CFM_RECENT_FIELDS];
 };
 
+#define CFM_WAITING_ON_MAX 159
 #define CFM_RECENT_EVENTS 256
 #define CFM_WAIT_BUCKETS 4096
 #define CFM_RUN_BUCKETS 4096
@@ -166,16 +185,18 @@ struct cfm_engine {
     struct cfm_fiber *ready_head, *ready_tail;
     uv_idle_t idle;
     bool idle_on;
+    struct cfm_run *ended;       /* ended runs, freed when the loop gets back to on_idle */
+    struct cfm_proc *procs;      /* procedures of the runs not freed yet */
+    uv_timer_t timer;            /* the earliest of heap (engine_timer.c) */
+    struct cfm_tnode **heap;     /* armed timers, a binary heap by (due, seq) */
+    size_t nheap, capheap;
+    uint64_t tseq, armed_due;
+    bool armed, in_timers;
+    int open_handles;            /* closed with the engine: idle, timer */
     struct cfm_fiber *waiters[CFM_WAIT_BUCKETS];
     struct cfm_recent recent[CFM_RECENT_EVENTS];
     unsigned recent_next;
     bool closing;
-};
-
-/* A timer of a waiting fiber (sleep, or a wait with a timeout). */
-struct cfm_wtimer {
-    uv_timer_t t;
-    struct cfm_fiber *f; /* NULL once the wait is over */
 };
 
 /* A call in flight (engine.h). */
@@ -186,13 +207,25 @@ struct cfm_call {
 
 /* engine.c: shared with engine_wait.c */
 unsigned cfm_engine__hash(const char *key);
-void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, const char *a, const char *b);
+/* Sets what r waits on (printf-like; at most CFM_WAITING_ON_MAX bytes); NULL fmt clears it. */
+void cfm_engine__set_waiting_on(struct cfm_run *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The event with id was returned to r (or must never be). */
+void cfm_engine__consume(struct cfm_run *r, const char *id);
+bool cfm_engine__consumed(const struct cfm_run *r, const char *id);
 void cfm_engine__make_ready(struct cfm_fiber *f, int nargs);
-void cfm_engine__on_wtimer_closed(uv_handle_t *h);
 void cfm_engine__drop_timer(struct cfm_fiber *f);
 void cfm_engine__unlink_waiter(struct cfm_fiber *f);
+/* engine_wait.c */
+void cfm_engine__free_ewait(struct cfm_ewait *w);
 struct cfm_fiber *cfm_engine__find_fiber(struct cfm_run *r, int id);
 struct cfm_fiber *cfm_engine__new_fiber(struct cfm_run *r, lua_State *L, int nargs, int id);
+
+/* engine_timer.c: t fires cb ms from the loop's time (restarted if armed);
+ * false when out of memory (it does not fire then). */
+bool cfm_engine__timer_start(struct cfm_engine *e, struct cfm_tnode *t, uint64_t ms,
+                             void (*cb)(struct cfm_tnode *t));
+void cfm_engine__timer_stop(struct cfm_engine *e, struct cfm_tnode *t);
 
 /* engine_replay.c: the journal */
 struct cfm_jentry *cfm_engine__journal_find(struct cfm_run *r, uint64_t seq);

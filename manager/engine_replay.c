@@ -232,8 +232,8 @@ static void hand_over(struct cfm_fiber *f, struct cfm_jentry *je)
         json_t *first = json_array_get(je->result, 0);
         const char *id = json_string_value(json_object_get(first, "id"));
         /* An event handed to a wait: this run has seen it. */
-        if (f->wait == CFM_WAIT_EVENT && id)
-            json_object_set_new(r->consumed, id, json_true());
+        if (f->wait == CFM_WAIT_EVENT)
+            cfm_engine__consume(r, id);
         e->cur = r->acct;
         n = cfm_engine__push_results(f->co, je->result);
         e->cur = prev;

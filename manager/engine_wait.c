@@ -28,15 +28,10 @@ static struct cfm_fiber *need_fiber(lua_State *L)
     return f;
 }
 
-static void on_wtimer(uv_timer_t *t)
+static void on_wtimer(struct cfm_tnode *t)
 {
-    struct cfm_wtimer *w = t->data;
-    struct cfm_fiber *f = w->f;
+    struct cfm_fiber *f = (struct cfm_fiber *)((char *)t - offsetof(struct cfm_fiber, timer));
 
-    if (!f)
-        return;
-    f->timer = NULL;
-    uv_close((uv_handle_t *)t, cfm_engine__on_wtimer_closed);
     if (f->wait == CFM_WAIT_EVENT) {
         json_t *res = json_pack("[n, s]", "timeout");
         cfm_engine__unlink_waiter(f);
@@ -94,17 +89,10 @@ static int64_t wait_left(struct cfm_fiber *f, const struct cfm_jentry *pending, 
 
 static void arm_timer(struct cfm_fiber *f, int64_t ms)
 {
-    struct cfm_wtimer *w = calloc(1, sizeof *w);
-
-    if (!w)
-        return; /* no timeout rather than a crash; the run's deadline still holds */
-    w->f = f;
     /* ms is counted from now: from the loop's cached time it would end early. */
     uv_update_time(f->run->e->loop);
-    uv_timer_init(f->run->e->loop, &w->t);
-    w->t.data = w;
-    uv_timer_start(&w->t, on_wtimer, ms <= 0 ? 0 : (uint64_t)ms, 0);
-    f->timer = w;
+    /* Out of memory: no timeout rather than a crash; the run's deadline still holds. */
+    cfm_engine__timer_start(f->run->e, &f->timer, ms <= 0 ? 0 : (uint64_t)ms, on_wtimer);
 }
 
 int cfm_engine__l_sleep(lua_State *L)
@@ -118,7 +106,7 @@ int cfm_engine__l_sleep(lua_State *L)
     snprintf(what, sizeof what, "sleep %s", lua_tostring(L, 1));
     je = cfm_engine__begin_call(f, what);
     f->wait = CFM_WAIT_SLEEP;
-    cfm_engine__set_waiting_on(f->run, "sleep %s%s", lua_tostring(L, 1), " s");
+    cfm_engine__set_waiting_on(f->run, "sleep %s s", lua_tostring(L, 1));
     if (!f->replay)
         arm_timer(f, wait_left(f, je, s));
     return lua_yieldk(L, 0, 0, call_done);
@@ -143,24 +131,108 @@ int cfm_engine__l_log(lua_State *L)
     return 0;
 }
 
-/* True when every key of match equals the same key of the event's payload. */
-static bool matches(const json_t *match, const json_t *event)
+/* --- what a wait_cloud_event waits for ----------------------------------
+ *
+ * The key "<system>/<type>" and the fields of its match, in one allocation:
+ * a waiting run keeps it as long as it waits, and a jansson object of one
+ * field costs ~330 bytes in four allocations. Scalars are kept as values,
+ * objects and arrays as jansson trees. */
+
+struct cfm_mfield {
+    const char *name;
+    union {
+        const char *s;           /* JSON_STRING, of len bytes */
+        json_t *tree;            /* JSON_OBJECT, JSON_ARRAY */
+    } u;
+    union {
+        size_t len;
+        double num;              /* JSON_INTEGER, JSON_REAL: the value */
+    } v;
+    json_type type;
+};
+
+struct cfm_ewait {
+    const char *key;
+    size_t n;
+    struct cfm_mfield field[];   /* then the strings */
+};
+
+/* A new wait for key with match (borrowed; NULL: any event); NULL when out of memory. */
+static struct cfm_ewait *new_ewait(const char *key, const json_t *match)
+{
+    size_t n = json_object_size(match), size, klen = strlen(key) + 1;
+    struct cfm_ewait *w;
+    const char *name;
+    json_t *v;
+    char *t;
+
+    size = sizeof *w + n * sizeof w->field[0] + klen;
+    json_object_foreach((json_t *)match, name, v)
+        size += strlen(name) + 1 + (json_is_string(v) ? json_string_length(v) + 1 : 0);
+    if (!(w = malloc(size)))
+        return NULL;
+    t = (char *)&w->field[n];
+    w->key = memcpy(t, key, klen);
+    t += klen;
+    w->n = 0;
+    json_object_foreach((json_t *)match, name, v) {
+        struct cfm_mfield *m = &w->field[w->n++];
+        size_t nlen = strlen(name) + 1;
+        m->name = memcpy(t, name, nlen);
+        t += nlen;
+        m->type = json_typeof(v);
+        if (json_is_string(v)) {
+            m->v.len = json_string_length(v);
+            m->u.s = memcpy(t, json_string_value(v), m->v.len + 1);
+            t += m->v.len + 1;
+        } else if (json_is_number(v)) {
+            m->v.num = json_number_value(v);
+        } else if (json_is_object(v) || json_is_array(v)) {
+            m->u.tree = json_incref(v);
+        }
+    }
+    return w;
+}
+
+void cfm_engine__free_ewait(struct cfm_ewait *w)
+{
+    for (size_t i = 0; w && i < w->n; i++)
+        if (w->field[i].type == JSON_OBJECT || w->field[i].type == JSON_ARRAY)
+            json_decref(w->field[i].u.tree);
+    free(w);
+}
+
+/* True when every field of w's match equals the same field of the event's
+ * payload (numbers compared by value, other values as json_equal does). */
+static bool matches(const struct cfm_ewait *w, const json_t *event)
 {
     const json_t *payload = json_object_get(event, "payload");
-    const char *key;
-    json_t *want;
 
-    if (!match)
-        return true;
-    json_object_foreach((json_t *)match, key, want) {
-        json_t *have = json_object_get(payload, key);
+    for (size_t i = 0; i < w->n; i++) {
+        const struct cfm_mfield *m = &w->field[i];
+        json_t *have = json_object_get(payload, m->name);
         if (!have)
             return false;
-        if (json_is_number(want) && json_is_number(have)) {
-            if (json_number_value(want) != json_number_value(have))
+        switch (m->type) {
+        case JSON_INTEGER:
+        case JSON_REAL:
+            if (!json_is_number(have) || json_number_value(have) != m->v.num)
                 return false;
-        } else if (!json_equal(want, have)) {
-            return false;
+            break;
+        case JSON_STRING:
+            if (!json_is_string(have) || json_string_length(have) != m->v.len ||
+                memcmp(json_string_value(have), m->u.s, m->v.len) != 0)
+                return false;
+            break;
+        case JSON_OBJECT:
+        case JSON_ARRAY:
+            if (!json_equal(m->u.tree, have))
+                return false;
+            break;
+        default: /* true, false, null */
+            if (json_typeof(have) != m->type)
+                return false;
+            break;
         }
     }
     return true;
@@ -226,12 +298,12 @@ static unsigned waiter_hash(const char *key, const json_t *match, bool *by_field
     return cfm_engine__hash(key);
 }
 
-/* Chains f (waiting for f->ev_key with f->match) in its bucket. */
-static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f)
+/* Chains f (waiting for f->ewait, made from match) in its bucket. */
+static void link_waiter(struct cfm_engine *e, struct cfm_fiber *f, const json_t *match)
 {
     bool by_field;
 
-    f->wbucket = waiter_hash(f->ev_key, f->match, &by_field) % CFM_WAIT_BUCKETS;
+    f->wbucket = waiter_hash(f->ewait->key, match, &by_field) % CFM_WAIT_BUCKETS;
     f->next_waiter = e->waiters[f->wbucket];
     e->waiters[f->wbucket] = f;
     f->linked = true;
@@ -247,8 +319,7 @@ static void deliver(struct cfm_fiber *f, const json_t *event)
 
     cfm_engine__journal_result(f, res, NULL);
     json_decref(res);
-    if (id)
-        json_object_set_new(f->run->consumed, id, json_true());
+    cfm_engine__consume(f->run, id);
     cfm_engine__drop_timer(f);
     e->cur = f->run->acct;
     cfm_lua_push_json(f->co, event);
@@ -271,10 +342,9 @@ static bool recent_may_match(const struct cfm_recent *ev, unsigned want, bool by
     return false;
 }
 
-static bool consumed(struct cfm_run *r, const json_t *event)
+static bool consumed(const struct cfm_run *r, const json_t *event)
 {
-    const char *id = json_string_value(json_object_get(event, "id"));
-    return id && json_object_get(r->consumed, id);
+    return cfm_engine__consumed(r, json_string_value(json_object_get(event, "id")));
 }
 
 int cfm_engine__l_wait_cloud_event(lua_State *L)
@@ -287,7 +357,7 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
     struct cfm_why why = {{0}};
     struct cfm_jentry *je;
     json_t *match = NULL;
-    char what[2 * CFM_MAX_ID + 24];
+    char what[2 * CFM_MAX_ID + 24], key[2 * CFM_MAX_ID + 2];
     int64_t left;
     unsigned want;
     bool by_field;
@@ -307,7 +377,7 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
         return luaL_error(L, "wait_cloud_event: system or type longer than %d", CFM_MAX_ID);
     snprintf(what, sizeof what, "wait_cloud_event %s/%s", system, type);
     je = cfm_engine__begin_call(f, what);
-    snprintf(f->ev_key, sizeof f->ev_key, "%s/%s", system, type);
+    snprintf(key, sizeof key, "%s/%s", system, type);
     f->wait = CFM_WAIT_EVENT;
     cfm_engine__set_waiting_on(f->run, "event %s/%s", system, type);
     if (f->replay)
@@ -321,25 +391,31 @@ int cfm_engine__l_wait_cloud_event(lua_State *L)
                               why.text[0] ? why.text : "match must be a table of fields");
         }
     }
-    f->match = match;
+    if (!(f->ewait = new_ewait(key, match))) {
+        json_decref(match);
+        f->wait = CFM_WAIT_NONE;
+        return luaL_error(L, "wait_cloud_event: out of memory");
+    }
     /* An event that arrived since the run started and before this wait:
      * the hashes rule out most recent events without touching them. */
-    want = waiter_hash(f->ev_key, match, &by_field);
+    want = waiter_hash(key, match, &by_field);
     for (unsigned i = 0; i < CFM_RECENT_EVENTS; i++) {
         struct cfm_recent *ev = &e->recent[i];
         if (!ev->event || !recent_may_match(ev, want, by_field))
             continue;
-        if (ev->ms >= f->run->started_ms && strcmp(ev->key, f->ev_key) == 0 &&
-            matches(match, ev->event) && !consumed(f->run, ev->event)) {
-            json_decref(f->match);
-            f->match = NULL;
-            f->run->waiting_on[0] = '\0';
+        if (ev->ms >= f->run->started_ms && strcmp(ev->key, key) == 0 &&
+            matches(f->ewait, ev->event) && !consumed(f->run, ev->event)) {
+            json_decref(match);
+            cfm_engine__free_ewait(f->ewait);
+            f->ewait = NULL;
+            cfm_engine__set_waiting_on(f->run, NULL);
             deliver(f, ev->event); /* queued with the event; resumed next turn */
             return lua_yieldk(L, 0, 0, call_done);
         }
     }
     left = wait_left(f, je, timeout);
-    link_waiter(e, f);
+    link_waiter(e, f, match);
+    json_decref(match);
     if (left >= 0)
         arm_timer(f, left);
     return lua_yieldk(L, 0, 0, call_done);
@@ -352,15 +428,16 @@ static void offer(struct cfm_engine *e, unsigned b, const char *key, const json_
 
     for (p = &e->waiters[b]; *p;) {
         struct cfm_fiber *f = *p;
-        if (strcmp(f->ev_key, key) != 0 || consumed(f->run, event) || !matches(f->match, event)) {
+        if (strcmp(f->ewait->key, key) != 0 || consumed(f->run, event) ||
+            !matches(f->ewait, event)) {
             p = &f->next_waiter;
             continue;
         }
         *p = f->next_waiter;
         f->next_waiter = NULL;
         f->linked = false;
-        json_decref(f->match);
-        f->match = NULL;
+        cfm_engine__free_ewait(f->ewait);
+        f->ewait = NULL;
         deliver(f, event);
     }
 }
@@ -531,7 +608,7 @@ int cfm_engine__l_wait(lua_State *L)
     f->wait = CFM_WAIT_TASKS;
     f->wait_ids = ids;
     f->nwait = nids;
-    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%d task(s)", nids);
+    cfm_engine__set_waiting_on(f->run, "%d task(s)", nids);
     return lua_yieldk(L, 0, (lua_KContext)nargs, wait_done);
 }
 
@@ -553,7 +630,7 @@ struct cfm_call *cfm_engine_suspend(lua_State *L, const char *what, uint64_t *se
     free(f->call_error);
     f->call_error = NULL;
     f->call_nres = 0;
-    snprintf(f->run->waiting_on, sizeof f->run->waiting_on, "%s", what);
+    cfm_engine__set_waiting_on(f->run, "%s", what);
     return c;
 }
 

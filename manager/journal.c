@@ -16,13 +16,12 @@
 
 void cfm_journal_on_start(struct cfm_store *st, struct cfm_run *run)
 {
-    char *event = json_dumps(cfm_run_event(run), JSON_COMPACT);
     struct cfm_run_rec rec = {
         .id = cfm_run_id(run),
         .system = cfm_run_system(run),
         .script = cfm_run_script(run),
         .hash = cfm_run_hash(run),
-        .event = event ? event : "{}",
+        .event = cfm_run_event(run),
         .started_ms = cfm_run_started_ms(run),
         .deadline_ms = cfm_run_deadline_ms(run),
         .state = "active",
@@ -32,7 +31,6 @@ void cfm_journal_on_start(struct cfm_store *st, struct cfm_run *run)
     if (cfm_store_run_put(st, &rec) != CFM_OK)
         cfm_error("journal", "cannot record run %s: it will not survive a restart",
                   cfm_run_id(run));
-    free(event);
 }
 
 void cfm_journal_put(struct cfm_store *st, struct cfm_run *run,

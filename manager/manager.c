@@ -13,6 +13,10 @@
 #include "manager.h"
 
 #include <limits.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 8))
+#include <malloc.h>
+#define HAVE_MALLOC_TRIM 1
+#endif
 #include <signal.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -45,6 +49,9 @@
 /* broker-config/'s bridges announce links here (notification_topic). */
 #define CFM_BRIDGE_PREFIX CFM_TOPIC_ROOT "/bridge/"
 #define SESSION_EXPIRY_S (7u * 24 * 3600)
+/* Unacknowledged publishes (each held by libmosquitto) that make a burst
+ * worth giving memory back after: see on_trim_timer. */
+#define TRIM_BACKLOG 1000
 
 /* Systems kept parsed: every event names its system, and reading and
  * parsing its body again for each cost a tenth of an event hop. */
@@ -76,6 +83,8 @@ struct cfm_manager {
     struct cfm_obj *systems[SYSTEM_CACHE];
     size_t nsystems, next_evict;
     uint64_t systems_writes;
+    uv_timer_t trim_timer;
+    size_t backlog_peak;         /* most unacknowledged publishes since the last trim */
     int stop_mid;
     bool stopping;
     char will[256];
@@ -607,6 +616,36 @@ static void close_all(struct cfm_manager *m)
     uv_close((uv_handle_t *)&m->stop_timer, NULL);
     uv_close((uv_handle_t *)&m->record_timer, NULL);
     uv_close((uv_handle_t *)&m->ack_timer, NULL);
+    uv_close((uv_handle_t *)&m->trim_timer, NULL);
+}
+
+/* glibc gives memory back to the system only from the top of its heap. A
+ * burst of publishes (thousands of runs started by a burst of events, each
+ * record held by libmosquitto until the broker acknowledges it; a large
+ * system load) leaves megabytes free under the small blocks allocated
+ * meanwhile that outlive it (the runs themselves): free, but resident for
+ * good. Once such a backlog has drained, malloc_trim() returns the heap's
+ * whole free pages, wherever they are; it takes a few milliseconds, once
+ * per burst (docs/performance.md, "Memory of a waiting run"). */
+static void on_trim_timer(uv_timer_t *t)
+{
+    (void)t;
+#ifdef HAVE_MALLOC_TRIM
+    malloc_trim(0);
+    cfm_debug("manager", "a backlog of publishes drained: free heap pages returned");
+#endif
+}
+
+static void note_backlog(struct cfm_manager *m)
+{
+    size_t pending = cfm_replica_pending(m->replica);
+
+    if (pending > m->backlog_peak)
+        m->backlog_peak = pending;
+    if (m->backlog_peak >= TRIM_BACKLOG && pending <= TRIM_BACKLOG / 100) {
+        m->backlog_peak = 0;
+        uv_timer_start(&m->trim_timer, on_trim_timer, 0, 0); /* not inside the bus's read */
+    }
 }
 
 #define ACK_MS 20
@@ -628,9 +667,11 @@ static void on_ack(void *arg, int mid, bool ok)
         return;
     }
     cfm_replica_on_ack(m->replica, mid, ok);
-    if (m->ack_timer.data && cfm_replica_acks_kept(m->replica) &&
-        !uv_is_active((uv_handle_t *)&m->ack_timer))
+    if (!m->ack_timer.data)
+        return; /* still starting: the timers are not there yet */
+    if (cfm_replica_acks_kept(m->replica) && !uv_is_active((uv_handle_t *)&m->ack_timer))
         uv_timer_start(&m->ack_timer, on_ack_timer, ACK_MS, 0);
+    note_backlog(m);
 }
 
 static void on_stop_timeout(uv_timer_t *t)
@@ -808,8 +849,9 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     uv_timer_init(loop, &m->stop_timer);
     uv_timer_init(loop, &m->record_timer);
     uv_timer_init(loop, &m->ack_timer);
+    uv_timer_init(loop, &m->trim_timer);
     m->sig_term.data = m->sig_int.data = m->sig_hup.data = m->stop_timer.data = m;
-    m->record_timer.data = m->ack_timer.data = m;
+    m->record_timer.data = m->ack_timer.data = m->trim_timer.data = m;
     /* Before any message arrives: events held by the broker for this
      * session while we were down find their runs waiting again. */
     cfm_journal_restore_all(m->store, m->engine);

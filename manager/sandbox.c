@@ -11,9 +11,12 @@
  * text only; require reads only procedures_dir/lib; string.dump is removed
  * from the real string table (strings' metatable points at it).
  *
- * The allocator puts a 16-byte header before each block naming the account
+ * The allocator puts an 8-byte header before each block naming the account
  * it is charged to, so a block allocated by one run and freed during
- * another's garbage collection is credited back to the right run.
+ * another's garbage collection is credited back to the right run. The
+ * block's size is not kept: Lua passes it back (osize) whenever it frees or
+ * resizes a block. Blocks are 8-byte aligned, which is all Lua's objects
+ * (LUAI_MAXALIGN) and the userdata of cfm need.
  */
 #include "engine_int.h"
 
@@ -30,14 +33,13 @@
 #include "log.h"
 #include "luajson.h"
 
-#define HDR 16
+#define HDR 8
 #define TOTAL_LIMIT ((size_t)2 << 30)
 #define SCRIPT_MAX (1u << 20)
 #define ENV_PREFIX "local _ENV = ...; "
 
 struct hdr {
     struct cfm_acct *acct;
-    size_t size;
 };
 
 _Static_assert(sizeof(struct hdr) <= HDR, "allocation header too large");
@@ -53,22 +55,20 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     struct cfm_engine *e = ud;
     struct hdr *h = ptr ? (struct hdr *)((char *)ptr - HDR) : NULL;
     struct cfm_acct *a;
-    size_t old;
+    size_t old = h ? osize : 0; /* without a block, osize is the kind of object */
     char *nb;
 
-    (void)osize;
     if (nsize == 0) {
         if (h) {
             a = h->acct;
-            a->used -= h->size;
-            e->total -= h->size;
+            a->used -= old;
+            e->total -= old;
             free(h);
             cfm_engine__acct_release(a);
         }
         return NULL;
     }
     a = h ? h->acct : e->cur;
-    old = h ? h->size : 0;
     if (nsize > old) {
         if (a->limit && a->used + (nsize - old) > a->limit)
             return NULL;
@@ -82,7 +82,6 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     h = (struct hdr *)nb;
     h->acct = a;
-    h->size = nsize;
     a->used = a->used - old + nsize;
     e->total = e->total - old + nsize;
     return nb + HDR;
@@ -305,7 +304,13 @@ static int l_require(lua_State *L)
     if (!module_name_ok(name))
         return luaL_error(L, "require: '%s' is not a module name (letters, digits, '_', '.')",
                           name);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->modules_ref);
+    if (r->modules_ref == LUA_NOREF) { /* most runs require nothing */
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        r->modules_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->modules_ref);
+    }
     if (lua_getfield(L, -1, name) != LUA_TNIL)
         return 1;
     lua_pop(L, 1);
