@@ -88,36 +88,50 @@ local function nearest(list, site, primary)
   return list[1]
 end
 
--- Template variables: this instance, every element's live instances, and
--- the caller's extra ones (e.g. sync_from for a db starting from another).
-function M.vars(vm, name, extra)
-  local v = {bin = cfm.bin_dir, ip = vm.private_ip, public_ip = vm.public_ip,
-             name = name, site = cfm.site, system = event.system}
-  for k, x in pairs(extra or {}) do v[k] = x end
+-- Every element's live instances, for template variables: read once when
+-- many instances are configured together (ensure_all), since reading them
+-- costs a read of every VM and instance of the system (and its journal
+-- entry) -- per instance, that grew with the square of the system's size.
+function M.instance_lists()
   local vms = M.vms_by_id()
   local sys = cfm.system()
+  local out = {primary = sys and sys.body.primary, elements = {}}
   for _, e in ipairs(cfm.objects("BusinessSystemElement")) do
     local list = {}
     for _, x in ipairs(M.instances(e.id, nil, vms)) do
       list[#list + 1] = {name = x.inst.id, address = x.vm.private_ip, site = x.inst.body.site}
     end
-    local key = e.id:gsub("[^%w]", "_")
-    v[key] = list
     local port = e.body.service and e.body.service.health and e.body.service.health.port
-    if list[1] and port and v[key .. "_address"] == nil then
-      local one = nearest(list, vm.site or cfm.site, sys and sys.body.primary)
-      v[key .. "_address"] = one.address .. ":" .. port
+    out.elements[#out.elements + 1] = {key = e.id:gsub("[^%w]", "_"), list = list, port = port}
+  end
+  return out
+end
+
+-- Template variables: this instance, every element's live instances (from
+-- lists, an instance_lists(), or read now), and the caller's extra ones
+-- (e.g. sync_from for a db starting from another).
+function M.vars(vm, name, extra, lists)
+  local v = {bin = cfm.bin_dir, ip = vm.private_ip, public_ip = vm.public_ip,
+             name = name, site = cfm.site, system = event.system}
+  for k, x in pairs(extra or {}) do v[k] = x end
+  lists = lists or M.instance_lists()
+  for _, e in ipairs(lists.elements) do
+    v[e.key] = e.list
+    if e.list[1] and e.port and v[e.key .. "_address"] == nil then
+      local one = nearest(e.list, vm.site or cfm.site, lists.primary)
+      v[e.key .. "_address"] = one.address .. ":" .. e.port
     end
   end
   return v
 end
 
 -- Renders the element's config templates onto the VM.
-function M.configure(el, vm, name)
+function M.configure(el, vm, name, lists)
   for _, tid in ipairs(el.body.config_templates or {}) do
     for _, t in ipairs(cfm.objects("ConfigTemplate")) do
       if t.id == tid then
-        put_file(vm, t.body.path, render(t.body.template, M.vars(vm, name)),
+        lists = lists or M.instance_lists()
+        put_file(vm, t.body.path, render(t.body.template, M.vars(vm, name, nil, lists)),
                  {mode = t.body.mode})
       end
     end
@@ -157,10 +171,10 @@ end
 
 -- Starts the service of an element on a VM (already configured) and waits
 -- until that very instance answers its health check.
-function M.start_service(el, vm, name, extra)
+function M.start_service(el, vm, name, extra, lists)
   local s = el.body.service
   if not s or not s.start then return end
-  local r = run_agent_command(vm, render(s.start, M.vars(vm, name, extra)))
+  local r = run_agent_command(vm, render(s.start, M.vars(vm, name, extra, lists)))
   if r.code ~= 0 then
     error(string.format("%s on %s: start failed (%d): %s", el.id, vm.id, r.code, r.stderr))
   end
@@ -192,11 +206,11 @@ function M.start_machine(el, started)
 end
 
 -- Configures el's instance on vm (from start_machine) and starts its
--- service, until that instance answers its health check.
-function M.start_on(el, vm, extra)
+-- service, until that instance answers its health check. lists: as vars'.
+function M.start_on(el, vm, extra, lists)
   local name = el.id .. "." .. vm.id
-  M.configure(el, vm, name)
-  M.start_service(el, vm, name, extra)
+  M.configure(el, vm, name, lists)
+  M.start_service(el, vm, name, extra, lists)
   log("info", "%s: instance %s up at %s (%s)", el.id, name, vm.private_ip, cfm.site)
   return vm
 end
@@ -250,8 +264,10 @@ function M.ensure_all(plan, started, extra)
     ready[p.el.id] = async(function()
       local vms = #machines[p.el.id] > 0 and wait(machines[p.el.id]) or {}
       if #deps > 0 then wait(deps) end
-      local services = {}
-      for _, vm in ipairs(vms) do services[#services + 1] = async(M.start_on, p.el, vm, extra) end
+      local services, lists = {}, #vms > 0 and M.instance_lists()
+      for _, vm in ipairs(vms) do
+        services[#services + 1] = async(M.start_on, p.el, vm, extra, lists)
+      end
       if #services > 0 then wait(services) end
     end)
     all[#all + 1] = ready[p.el.id]
@@ -285,10 +301,12 @@ end
 -- Re-renders the config of every running instance of the elements that
 -- have config templates (e.g. the lb's backend list) at this site.
 function M.reconfigure(site)
+  local lists
   for _, el in ipairs(cfm.objects("BusinessSystemElement")) do
     if el.body.config_templates and #el.body.config_templates > 0 then
       for _, x in ipairs(M.instances(el.id, site or cfm.site)) do
-        M.configure(el, x.vm, x.inst.id)
+        lists = lists or M.instance_lists()
+        M.configure(el, x.vm, x.inst.id, lists)
       end
     end
   end
