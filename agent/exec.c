@@ -283,22 +283,6 @@ static void cloexec_all(void)
     closedir(d);
 }
 
-static enum cfm_err get_int(const json_t *req, const char *name, json_int_t def, json_int_t min,
-                            json_int_t max, json_int_t *out, struct cfm_why *why)
-{
-    const json_t *v = json_object_get(req, name);
-
-    if (!v) {
-        *out = def;
-        return CFM_OK;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return cfm_why_set(why, CFM_EINVAL, "%s must be an integer from %lld to %lld", name,
-                           (long long)min, (long long)max);
-    *out = json_integer_value(v);
-    return CFM_OK;
-}
-
 /* A JSON string that can become a C string: no NUL inside. */
 static const char *c_string(const json_t *v)
 {
@@ -401,9 +385,9 @@ static enum cfm_err parse_request(struct request *r, const char *vm, const char 
                                        cwd ? json_string_length(cwd) : 0, CFM_AGENT_FILES_DIR,
                                        r->cwd, sizeof r->cwd, why)) != CFM_OK)
         return cfm_why_prefix(why, err, "cwd");
-    if ((err = get_int(req, "timeout_s", CFM_AGENT_DEFAULT_TIMEOUT_S, 1,
+    if ((err = cfm_agent_req_int(req, "timeout_s", CFM_AGENT_DEFAULT_TIMEOUT_S, 1,
                        CFM_AGENT_MAX_TIMEOUT_S, &timeout_s, why)) != CFM_OK ||
-        (err = get_int(req, "max_output", CFM_AGENT_DEFAULT_OUTPUT, 0, CFM_AGENT_MAX_OUTPUT,
+        (err = cfm_agent_req_int(req, "max_output", CFM_AGENT_DEFAULT_OUTPUT, 0, CFM_AGENT_MAX_OUTPUT,
                        &max_output, why)) != CFM_OK)
         return err;
     r->timeout_ms = (uint64_t)timeout_s * 1000u;

@@ -262,22 +262,6 @@ not_http:
                        cfm_quote(shown, sizeof shown, buf, len, SHOWN_BEGIN));
 }
 
-static enum cfm_err get_int(const json_t *req, const char *name, json_int_t def, json_int_t min,
-                            json_int_t max, json_int_t *out, struct cfm_why *why)
-{
-    const json_t *v = json_object_get(req, name);
-
-    if (!v) {
-        *out = def;
-        return CFM_OK;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return cfm_why_set(why, CFM_EINVAL, "%s must be an integer from %lld to %lld", name,
-                           (long long)min, (long long)max);
-    *out = json_integer_value(v);
-    return CFM_OK;
-}
-
 /* --- the exchange -------------------------------------------------------- */
 
 static void set_error(struct cfm_agent_http *h, const char *fmt, ...)
@@ -662,9 +646,9 @@ enum cfm_err cfm_agent_http_start(uv_loop_t *loop, const json_t *req, cfm_agent_
         *out = NULL;
     if (!json_is_string(url))
         return cfm_why_set(why, CFM_EINVAL, "http_get needs \"url\" (a string, http://...)");
-    if ((err = get_int(req, "timeout_ms", CFM_AGENT_HTTP_DEFAULT_TIMEOUT_MS, 1,
+    if ((err = cfm_agent_req_int(req, "timeout_ms", CFM_AGENT_HTTP_DEFAULT_TIMEOUT_MS, 1,
                        CFM_AGENT_HTTP_MAX_TIMEOUT_MS, &timeout_ms, why)) != CFM_OK ||
-        (err = get_int(req, "max_body", CFM_AGENT_HTTP_DEFAULT_BODY, 0, CFM_AGENT_HTTP_MAX_BODY,
+        (err = cfm_agent_req_int(req, "max_body", CFM_AGENT_HTTP_DEFAULT_BODY, 0, CFM_AGENT_HTTP_MAX_BODY,
                        &max_body, why)) != CFM_OK)
         return err;
     if (!(h = calloc(1, sizeof *h)))

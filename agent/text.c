@@ -161,3 +161,20 @@ out:
     free(data);
     return err;
 }
+
+enum cfm_err cfm_agent_req_int(const json_t *req, const char *name, json_int_t def,
+                               json_int_t min, json_int_t max, json_int_t *out,
+                               struct cfm_why *why)
+{
+    const json_t *v = json_object_get(req, name);
+
+    if (!v) {
+        *out = def;
+        return CFM_OK;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return cfm_why_set(why, CFM_EINVAL, "%s must be an integer from %lld to %lld", name,
+                           (long long)min, (long long)max);
+    *out = json_integer_value(v);
+    return CFM_OK;
+}

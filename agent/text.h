@@ -1,6 +1,7 @@
 /*
  * text.h - bytes from commands and files made safe for JSON answers: UTF-8
- * checking and repair, and base64 (OpenSSL's EVP_EncodeBlock/DecodeBlock).
+ * checking and repair, and base64 (OpenSSL's EVP_EncodeBlock/DecodeBlock);
+ * and the integer fields of a request, checked.
  */
 #ifndef CFM_AGENT_TEXT_H
 #define CFM_AGENT_TEXT_H
@@ -29,5 +30,11 @@ json_t *cfm_agent_text_b64_json(const void *data, size_t len);
  * when text is not base64. */
 enum cfm_err cfm_agent_text_b64_decode(const char *text, size_t len, unsigned char **out,
                                        size_t *outlen, struct cfm_why *why);
+
+/* The integer field name of request req, from min to max, in *out; def when
+ * it is absent. CFM_EINVAL with why naming the field and the range. */
+enum cfm_err cfm_agent_req_int(const json_t *req, const char *name, json_int_t def,
+                               json_int_t min, json_int_t max, json_int_t *out,
+                               struct cfm_why *why);
 
 #endif
