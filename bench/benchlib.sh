@@ -23,7 +23,13 @@ source "$CFM_SRC/tests/integration/lib.sh"
 
 # BENCH_KEEP=DIR keeps the logs and stores of a run there (for profiling and
 # reading what happened); lib.sh removes its temporary directory on exit.
+# An absolute path: a relative one ("1", meant as "yes") would land in
+# whatever directory the benchmark was started from, the source tree too.
 if [ -n "${BENCH_KEEP:-}" ]; then
+    case $BENCH_KEEP in
+    /*) ;;
+    *) fail "BENCH_KEEP=$BENCH_KEEP: give an absolute directory, e.g. BENCH_KEEP=/tmp/bench-keep" ;;
+    esac
     bench_keep() {
         local status=$?
         mkdir -p "$BENCH_KEEP" && cp -a "$TMP/." "$BENCH_KEEP/" 2>/dev/null
