@@ -191,7 +191,7 @@ one_size() {
         --send '{"id": "dr-{k}", "payload": {"target_site": "site-b"}}' \
         --expect-topic cfm/v1/sys/shop/event/dr_completed --expect '"site":"site-b"' \
         --timeout "$LIMIT") || fail "no dr_completed for $n VMs: $(tail -n 5 "$DIR/site-b.log")"
-    RTO[$n]=$(awk -v us="$(field "$out" median_us)" 'BEGIN { printf "%.2f", us / 1e6 }')
+    RTO[$n]=$(awk -v us="$(field "$out" median_us)" 'BEGIN { printf "%.3f", us / 1e6 }')
     cpu=$(awk -v a="$c0" -v b="$(cpu_s "${PIDS[dr-manager-site-b]}")" 'BEGIN { printf "%.2f", b - a }')
     wait_until 10 "site-b's lb answering on $lb_b" test -s "$DIR/http-$n"
     wait "${PIDS["first-http"]}" 2>/dev/null
@@ -227,7 +227,7 @@ for n in $SIZES; do
     else
         # Linear growth from the first size: at most n/first times its RTO.
         figure "dr_rto_${n}vm_s" "${RTO[$n]}" s \
-            "$(awk -v r="${RTO[$first]}" -v n="$n" -v f="$first" 'BEGIN { printf "%.2f", r * n / f }')" \
+            "$(awk -v r="${RTO[$first]}" -v n="$n" -v f="$first" 'BEGIN { printf "%.3f", r * n / f }')" \
             ratio 1
     fi
 done
