@@ -532,7 +532,7 @@ static void test_terminate(void **state)
 static void test_terminate_stubborn(void **state)
 {
     struct fx *fx = *state;
-    char script[PATH_MAX];
+    char script[PATH_MAX], ready[PATH_MAX];
     struct cfm_why why = {""};
     struct cfm_vm_info a;
     uint64_t start;
@@ -544,14 +544,21 @@ static void test_terminate_stubborn(void **state)
         .agent_path = script, .on_event = on_event, .arg = fx,
     };
 
-    /* An "agent" that ignores SIGTERM, with a child in its group. */
+    /* An "agent" that ignores SIGTERM, with a child in its group; it says
+     * so in a file once the trap is set (a SIGTERM before would kill it). */
     PATHF(script, "%s/stubborn.sh", fx->dir);
+    PATHF(ready, "%s/stubborn.ready", fx->dir);
     assert_non_null(f = fopen(script, "w"));
-    fputs("#!/bin/sh\ntrap '' TERM\nsleep 600 &\nwhile :; do sleep 1; done\n", f);
+    fprintf(f, "#!/bin/sh\ntrap '' TERM\nsleep 600 &\n: > '%s'\nwhile :; do sleep 1; done\n",
+            ready);
     fclose(f);
     assert_int_equal(chmod(script, 0755), 0);
     assert_int_equal(ops->open(&env, NULL, &fx->d, &why), CFM_OK);
     run_ok(fx, "k-1", &a);
+    start = uv_hrtime();
+    while (access(ready, F_OK) != 0 && uv_hrtime() - start < (uint64_t)WAIT_MS * 1000000)
+        uv_sleep(1);
+    assert_int_equal(access(ready, F_OK), 0);
     pid = vm_pid(fx, a.id);
     assert_true(group_alive(pid));
     start = uv_now(&fx->loop);
