@@ -10,8 +10,8 @@
  * published when it finishes, on the same topic), and one whose id was
  * answered gets that answer again (answers.c). Only then is the op run:
  * ping, put_file and get_file at once; exec (exec.c, with a running mark
- * kept on disk until its answer is stored) and http_get (httpget.c) on the
- * loop, as a `struct running` each until their answer is out.
+ * kept on disk until its answer is stored) and http_get (httpwait.c,
+ * httpget.c) on the loop, as a `struct running` each until their answer is out.
  *
  * Nothing a request carries can stop the agent: every failure is an
  * answer {"ok": false, "error": "..."} or, without an id, a log line.
@@ -29,7 +29,7 @@
 #include "exec.h"
 #include "fileops.h"
 #include "files.h"
-#include "httpget.h"
+#include "httpwait.h"
 #include "id.h"
 #include "load.h"
 #include "log.h"
@@ -48,7 +48,7 @@ struct running {
     struct running *next;
     struct cfm_agent *agent;
     struct cfm_agent_exec *exec;
-    struct cfm_agent_http *http;
+    struct cfm_agent_httpwait *http;
     const char *op; /* "exec" or "http_get" */
     char id[CFM_MAX_ID + 1];
 };
@@ -116,7 +116,10 @@ static void publish_answer(struct cfm_agent *a, const char *id, const char *text
     publish(a, topic, text, len, false, NULL);
 }
 
-/* Answers id with result (borrowed) or error, keeping the answer for repeats. */
+/* Answers id with result (borrowed) or error, keeping the answer for
+ * repeats: on disk, except an http_get's (kept in memory only: a GET changes
+ * nothing and may be made again after a restart, and a health check polled
+ * every few seconds should not write and fsync a file each time). */
 static void answer(struct cfm_agent *a, const char *id, const char *op, const json_t *result,
                    const char *error)
 {
@@ -132,7 +135,8 @@ static void answer(struct cfm_agent *a, const char *id, const char *op, const js
         cfm_info("agent", "request %s (%s): ok", id, op);
     else
         cfm_info("agent", "request %s (%s): %s", id, op, error);
-    if (cfm_agent_answers_put(a->answers, id, text, len, &why) != CFM_OK)
+    if (cfm_agent_answers_put(a->answers, id, text, len, strcmp(op, "http_get") != 0, &why) !=
+        CFM_OK)
         cfm_error("agent", "request %s: the answer is not on disk: %s", id, why.text);
     publish_answer(a, id, text, len);
     free(text);
@@ -192,7 +196,7 @@ static void abort_running(struct running *r)
     if (r->exec)
         cfm_agent_exec_abort(r->exec, CFM_AGENT_INTERRUPTED);
     else
-        cfm_agent_http_abort(r->http);
+        cfm_agent_httpwait_abort(r->http);
 }
 
 /* Starts op (exec or http_get) on the loop; its answer comes from on_done.
@@ -232,7 +236,7 @@ static void start_running(struct cfm_agent *a, const char *id, const char *op,
                                          &r->exec, &why)
                   : CFM_EIO;
     else
-        err = cfm_agent_http_start(a->loop, req, on_done, r, &r->http, &why);
+        err = cfm_agent_httpwait_start(a->loop, req, on_done, r, &r->http, &why);
     if (err != CFM_OK) {
         free(r);
         answer(a, id, op, NULL, why.text); /* also clears a running mark */

@@ -42,6 +42,7 @@ struct entry {
     size_t size;
     char *text;      /* NULL when only on disk */
     bool on_disk;
+    bool forgettable; /* kept in memory only, by choice: its request may be made again */
     int64_t mtime_ns; /* for the order at start-up */
 };
 
@@ -89,9 +90,15 @@ static void evict(struct cfm_agent_answers *a)
 {
     while (a->n > 1 && (a->n > a->keep || a->disk > CFM_AGENT_ANSWERS_DISK))
         remove_at(a, 0, true);
-    for (size_t i = 0; a->mem > CFM_AGENT_ANSWERS_MEM && i + 1 < a->n; i++)
+    for (size_t i = 0; a->mem > CFM_AGENT_ANSWERS_MEM && i + 1 < a->n;) {
+        if (a->e[i].forgettable) {
+            remove_at(a, i, false);
+            continue;
+        }
         if (a->e[i].on_disk)
             drop_text(a, &a->e[i]);
+        i++;
+    }
 }
 
 static struct entry *find(struct cfm_agent_answers *a, const char *id)
@@ -233,7 +240,7 @@ enum cfm_err cfm_agent_answers_open(const char *dir, size_t keep,
         cfm_warn("answers", "request %s was running when the agent stopped; answering that its "
                             "outcome is unknown", marks[i]);
         text = cfm_agent_answer_text(marks[i], NULL, CFM_AGENT_INTERRUPTED, &len);
-        err = text ? cfm_agent_answers_put(a, marks[i], text, len, why) : CFM_ENOMEM;
+        err = text ? cfm_agent_answers_put(a, marks[i], text, len, true, why) : CFM_ENOMEM;
         free(text);
         if (err != CFM_OK) {
             cfm_why_prefix(why, err, "request %s", marks[i]);
@@ -289,7 +296,8 @@ enum cfm_err cfm_agent_answers_get(struct cfm_agent_answers *a, const char *id, 
 }
 
 enum cfm_err cfm_agent_answers_put(struct cfm_agent_answers *a, const char *id,
-                                   const char *text, size_t len, struct cfm_why *why)
+                                   const char *text, size_t len, bool durable,
+                                   struct cfm_why *why)
 {
     char path[PATH_MAX], mark[PATH_MAX];
     enum cfm_err err;
@@ -300,13 +308,14 @@ enum cfm_err cfm_agent_answers_put(struct cfm_agent_answers *a, const char *id,
         return cfm_why_set(why, CFM_EINVAL, "answer file name too long");
     if ((e = find(a, id)))
         remove_at(a, (size_t)(e - a->e), false); /* replaced below */
-    err = cfm_agent_files_write(path, text, len, 0600, id, why);
-    if (err == CFM_OK && unlink(mark) != 0 && errno != ENOENT)
+    err = durable ? cfm_agent_files_write(path, text, len, 0600, id, why) : CFM_OK;
+    if (durable && err == CFM_OK && unlink(mark) != 0 && errno != ENOENT)
         cfm_warn("answers", "cannot remove %s: %s", mark, strerror(errno));
     if (!(e = append(a, id)))
         return cfm_why_set(why, CFM_ENOMEM, "out of memory");
     e->size = len;
-    e->on_disk = err == CFM_OK;
+    e->on_disk = durable && err == CFM_OK;
+    e->forgettable = !durable;
     if (e->on_disk)
         a->disk += len;
     if ((e->text = malloc(len + 1))) {

@@ -36,12 +36,15 @@ void cfm_agent_answers_free(struct cfm_agent_answers *a);
 enum cfm_err cfm_agent_answers_get(struct cfm_agent_answers *a, const char *id, char **text,
                                    size_t *len);
 
-/* Keeps text (copied) as the answer to id, on disk (written atomically) and
- * in memory, clears id's running mark, and forgets the oldest answers over
- * the bounds. On a disk error the answer is still kept in memory and why
- * says what failed. */
+/* Keeps text (copied) as the answer to id, in memory and, when durable, on
+ * disk (written atomically); clears id's running mark, and forgets the
+ * oldest answers over the bounds. On a disk error the answer is still kept
+ * in memory and why says what failed. An answer kept in memory only by
+ * choice (not durable: its request changes nothing and may be made again)
+ * is gone after a restart, and is the first forgotten when memory is short. */
 enum cfm_err cfm_agent_answers_put(struct cfm_agent_answers *a, const char *id,
-                                   const char *text, size_t len, struct cfm_why *why);
+                                   const char *text, size_t len, bool durable,
+                                   struct cfm_why *why);
 
 /* Marks id as running on disk, so that an agent restarted after a crash
  * answers it with CFM_AGENT_INTERRUPTED instead of running it again. */

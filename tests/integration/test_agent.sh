@@ -222,6 +222,27 @@ step "http_get: no HTTP answer is a result (status 0 and what happened), not an 
 REFUSED_PORT=$(free_port)
 out=$(req h4 "{\"id\":\"h4\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$REFUSED_PORT/health\"}")
 assert_contains "$out" "{\"id\":\"h4\",\"ok\":true,\"status\":0,\"error\":\"connect to 127.0.0.1:$REFUSED_PORT: connection refused\",\"duration_ms\":" "http_get refused"
+step "http_get with retry_for_ms: the agent tries again until the service answers, or gives up"
+LATE_PORT=$(free_port)
+listen h13
+send "{\"id\":\"h13\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$LATE_PORT/health\",\"retry_for_ms\":20000}"
+# The first try is refused before the agent logs the start: the service
+# comes after it.
+wait_until 10 "the waiting GET started" grep -q "request h13: http_get started" "$TMP/agent-vm1.log"
+"$CFM_BUILD/cfm-svc" web --listen "127.0.0.1:$LATE_PORT" --name late --watch $$ \
+    >>"$TMP/svc-late.log" 2>&1 &
+PIDS[svc-late]=$!
+wait_until 10 "the answer to h13" answers h13
+assert_contains "$(answers h13)" '"ok":true,"status":200,"body":"ok\n"' "the GET that waited for the service"
+attempts=$(answers h13 | grep -o '"attempts":[0-9]*' | cut -d: -f2)
+[ "${attempts:-0}" -ge 2 ] || fail "h13 answered after ${attempts:-no} attempts: $(answers h13)"
+out=$(req h14 "{\"id\":\"h14\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$REFUSED_PORT/health\",\"retry_for_ms\":300}")
+assert_contains "$out" "\"status\":0,\"error\":\"connect to 127.0.0.1:$REFUSED_PORT: connection refused\"" "a GET that gave up"
+attempts=$(grep -o '"attempts":[0-9]*' <<<"$out" | cut -d: -f2)
+[ "${attempts:-0}" -ge 2 ] || fail "h14 gave up after ${attempts:-no} attempts: $out"
+out=$(req h15 "{\"id\":\"h15\",\"op\":\"http_get\",\"url\":\"$SVC/\",\"retry_for_ms\":600001}")
+assert_eq '{"id":"h15","ok":false,"error":"retry_for_ms must be an integer from 0 to 600000"}' "$out" "bad retry_for_ms"
+
 # A server that takes connections and never answers: a stopped cfm-svc
 # (the kernel still completes the handshake into its listen backlog).
 MUTE_PORT=$(free_port)
@@ -319,13 +340,17 @@ assert_eq "$count1" "$(req count-1 '{"id":"count-1","op":"exec","shell":"echo x 
 assert_eq 1 "$(lines "$ROOT/counter")" "runs of count-1 after a restart"
 
 step "SIGTERM: the running command and HTTP GET are stopped, status offline, exit 0"
+listen last-get
 send "{\"id\":\"last\",\"op\":\"exec\",\"shell\":\"sleep $LONG\"}"
 send "{\"id\":\"last-get\",\"op\":\"http_get\",\"url\":\"http://127.0.0.1:$MUTE_PORT/\",\"timeout_ms\":60000}"
 wait_until 10 "status counting the running command" status_has '"running_commands":1'
 wait_until 10 "the GET in flight" grep -q "request last-get: http_get started" "$TMP/agent-vm1.log"
 stop_agent
 assert_contains "$(cat "$ROOT/.cfm-agent/answers/last.json")" '"error":"the agent stopped while' "the stopped command's answer"
-assert_contains "$(cat "$ROOT/.cfm-agent/answers/last-get.json")" '"ok":true,"status":0,"error":"the agent stopped before an answer came"' "the stopped GET's answer"
+wait_until 10 "the answer to last-get" answers last-get
+assert_contains "$(answers last-get)" '"ok":true,"status":0,"error":"the agent stopped before an answer came"' "the stopped GET's answer"
+# A GET's answer is kept in memory only: made again after a restart.
+assert_eq 0 "$(find "$ROOT/.cfm-agent/answers" -name 'h*.json' -o -name 'last-get.json' | wc -l)" "GET answers on disk"
 if grep -E "handles were left open|runtime error|Sanitizer" "$TMP/agent-vm1.log"; then
     fail "the agent's log reports a leak or undefined behaviour"
 fi

@@ -447,7 +447,7 @@ static void put_answer(struct cfm_agent_answers *a, const char *id, const char *
     char *text = cfm_agent_answer_text(id, NULL, error, &len);
 
     assert_non_null(text);
-    assert_int_equal(cfm_agent_answers_put(a, id, text, len, &why), CFM_OK);
+    assert_int_equal(cfm_agent_answers_put(a, id, text, len, true, &why), CFM_OK);
     free(text);
 }
 
@@ -494,6 +494,42 @@ static void test_answers_kept_and_bounded(void **state)
     cfm_agent_answers_free(a);
     /* a3 made room for r1; the mark and the temporary file are gone. */
     assert_string_equal(listing(dir), "a4.json,a5.json,r1.json");
+}
+
+/* An answer kept in memory only (an http_get's): answered again while the
+ * agent runs, no file, gone after a restart; the first forgotten when the
+ * memory budget is passed. */
+static void test_answers_in_memory_only(void **state)
+{
+    struct fixture *fx = *state;
+    struct cfm_agent_answers *a = NULL;
+    struct cfm_why why = {{0}};
+    char dir[PATH_MAX];
+    char *text, *big;
+    size_t len, big_len = CFM_AGENT_ANSWERS_MEM / 2 + 1;
+
+    path_of(dir, fx->state, "answers");
+    assert_int_equal(cfm_agent_answers_open(dir, 100, &a, &why), CFM_OK);
+    assert_int_equal(cfm_agent_answers_put(a, "g1", "{\"id\":\"g1\"}", 11, false, &why), CFM_OK);
+    put_answer(a, "c1", "no");
+    expect_answer(a, "g1", "{\"id\":\"g1\"}");
+    assert_string_equal(listing(dir), "c1.json");
+    /* Two answers of over half the budget each: g1 and g2 go, c1 stays. */
+    assert_non_null(big = malloc(big_len));
+    memset(big, 'x', big_len);
+    assert_int_equal(cfm_agent_answers_put(a, "g2", big, big_len, false, &why), CFM_OK);
+    assert_int_equal(cfm_agent_answers_put(a, "g3", big, big_len, false, &why), CFM_OK);
+    free(big);
+    assert_int_equal(cfm_agent_answers_get(a, "g1", &text, &len), CFM_ENOTFOUND);
+    assert_int_equal(cfm_agent_answers_get(a, "g2", &text, &len), CFM_ENOTFOUND);
+    assert_int_equal(cfm_agent_answers_get(a, "g3", &text, &len), CFM_OK);
+    free(text);
+    expect_answer(a, "c1", "{\"id\":\"c1\",\"ok\":false,\"error\":\"no\"}");
+    cfm_agent_answers_free(a);
+    assert_int_equal(cfm_agent_answers_open(dir, 100, &a, &why), CFM_OK);
+    assert_int_equal(cfm_agent_answers_get(a, "g3", &text, &len), CFM_ENOTFOUND);
+    expect_answer(a, "c1", "{\"id\":\"c1\",\"ok\":false,\"error\":\"no\"}");
+    cfm_agent_answers_free(a);
 }
 
 static void test_answer_text(void **state)
@@ -570,6 +606,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answers_kept_and_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_answers_in_memory_only, setup, teardown),
         cmocka_unit_test(test_answer_text),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_b64),

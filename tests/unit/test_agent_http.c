@@ -1,9 +1,12 @@
 /*
- * test_agent_http.c - unit tests of the agent's http_get (httpget.c): URL
+ * test_agent_http.c - unit tests of the agent's http_get (httpget.c,
+ * httpwait.c): URL
  * and answer-head parsing, then whole GETs on a real loop against a small
  * libuv server in the same process that answers what each test scripts
  * (an answer, a binary or cut body, a lie about Content-Length, endless
- * headers, something not HTTP, silence, a close). Every test ends with
+ * headers, something not HTTP, silence, a close, 503 while "starting"),
+ * and the retried GET of httpwait.c (until ready, giving up, refused until
+ * the service listens, aborted in a pause). Every test ends with
  * uv_loop_close() == 0: no handle of a GET outlives it. Messages are
  * compared whole: they are what a procedure author reads.
  */
@@ -23,6 +26,7 @@
 #include <uv.h>
 
 #include "httpget.h"
+#include "httpwait.h"
 
 /* ---- URLs ---------------------------------------------------------------- */
 
@@ -191,7 +195,9 @@ struct server {
     size_t answer_len;
     char got[8192]; /* the request received */
     size_t got_len;
-    struct conn conns[8];
+    int unready; /* ANSWER: the first requests get 503 (a service still starting) */
+    int served;  /* requests answered so far */
+    struct conn conns[64];
     int nconns;
 };
 
@@ -245,7 +251,9 @@ static void on_srv_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (s->mode == CLOSE) {
         close_conn(c);
     } else if (s->mode == ANSWER) {
-        out = uv_buf_init((char *)s->answer, (unsigned)s->answer_len);
+        static const char starting[] = "HTTP/1.1 503 Service Unavailable\r\n\r\nstarting";
+        out = s->served++ < s->unready ? uv_buf_init((char *)starting, sizeof starting - 1)
+                                       : uv_buf_init((char *)s->answer, (unsigned)s->answer_len);
         c->w.data = c;
         assert_int_equal(uv_write(&c->w, st, &out, 1, on_answered), 0);
     }
@@ -257,7 +265,7 @@ static void on_connection(uv_stream_t *l, int status)
     struct conn *c;
 
     assert_int_equal(status, 0);
-    assert_true(s->nconns < 8);
+    assert_true(s->nconns < 64);
     c = &s->conns[s->nconns++];
     c->s = s;
     c->open = true;
@@ -521,6 +529,174 @@ static void test_get_bad_requests(void **state)
     assert_false(fx->done);
 }
 
+/* ---- retried GETs (httpwait.c) ------------------------------------------- */
+
+/* The retried GET of req (%d for the port) to its end; returns the result
+ * as compact JSON without duration_ms, attempts in *attempts. */
+static char *wait_get(struct fixture *fx, const char *fmt, json_int_t *attempts)
+{
+    struct cfm_why why = {{0}};
+    char text[1024];
+    json_t *req;
+    char *got;
+
+    snprintf(text, sizeof text, fmt, fx->server.port);
+    assert_non_null(req = json_loads(text, 0, NULL));
+    fx->done = false;
+    assert_int_equal(cfm_agent_httpwait_start(&fx->loop, req, on_done, fx, NULL, &why), CFM_OK);
+    json_decref(req);
+    assert_false(fx->done);
+    while (!fx->done)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_non_null(fx->result);
+    *attempts = json_integer_value(json_object_get(fx->result, "attempts"));
+    json_object_del(fx->result, "attempts");
+    json_object_del(fx->result, "duration_ms");
+    got = json_dumps(fx->result, JSON_COMPACT);
+    json_decref(fx->result);
+    fx->result = NULL;
+    return got;
+}
+
+static void test_wait_until_ready(void **state)
+{
+    static const char ans[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    struct fixture *fx = *state;
+    json_int_t attempts;
+    char *got;
+
+    answer_with(fx, ans, strlen(ans));
+    fx->server.unready = 3;
+    got = wait_get(fx, "{\"url\": \"http://127.0.0.1:%d/health\", \"retry_for_ms\": 30000}",
+                   &attempts);
+    assert_string_equal(got, "{\"status\":200,\"body\":\"ok\",\"body_truncated\":false}");
+    assert_int_equal(attempts, 4); /* three 503s, then the answer */
+    assert_int_equal(fx->server.served, 4);
+    free(got);
+}
+
+static void test_wait_gives_up(void **state)
+{
+    static const char ans[] = "HTTP/1.1 200 OK\r\n\r\n";
+    struct fixture *fx = *state;
+    json_int_t attempts;
+    char *got;
+
+    answer_with(fx, ans, strlen(ans));
+    fx->server.unready = 1000000; /* never ready */
+    got = wait_get(fx, "{\"url\": \"http://127.0.0.1:%d/\", \"retry_for_ms\": 200}",
+                   &attempts);
+    assert_string_equal(got, "{\"status\":503,\"body\":\"starting\",\"body_truncated\":false}");
+    assert_true(attempts >= 2);
+    assert_int_equal(attempts, fx->server.served); /* the last try's answer is the result */
+    free(got);
+}
+
+static void on_listen_now(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    struct sockaddr_in addr;
+
+    uv_ip4_addr("127.0.0.1", s->port, &addr);
+    assert_int_equal(uv_tcp_bind(&s->listen, (struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s->listen, 8, on_connection), 0);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* The usual case: the service is not listening yet when the wait starts. */
+static void test_wait_refused_then_listening(void **state)
+{
+    static const char ans[] = "HTTP/1.1 204 No Content\r\n\r\n";
+    struct fixture *fx = *state;
+    uv_timer_t later;
+    json_int_t attempts;
+    char *got;
+
+    answer_with(fx, ans, strlen(ans));
+    uv_close((uv_handle_t *)&fx->server.listen, NULL);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    uv_tcp_init(&fx->loop, &fx->server.listen);
+    fx->server.listen.data = &fx->server;
+    uv_timer_init(&fx->loop, &later);
+    later.data = &fx->server;
+    uv_timer_start(&later, on_listen_now, 20, 0);
+    got = wait_get(fx, "{\"url\": \"http://127.0.0.1:%d/\", \"retry_for_ms\": 30000}",
+                   &attempts);
+    assert_string_equal(got, "{\"status\":204,\"body\":\"\",\"body_truncated\":false}");
+    assert_true(attempts >= 2); /* refused while nothing listened */
+    assert_int_equal(fx->server.served, 1);
+    free(got);
+}
+
+/* Without retry_for_ms a 503 is the answer, after one try. */
+static void test_wait_without_retry_is_one_get(void **state)
+{
+    static const char ans[] = "HTTP/1.1 200 OK\r\n\r\n";
+    struct fixture *fx = *state;
+    json_int_t attempts;
+    char *got;
+
+    answer_with(fx, ans, strlen(ans));
+    fx->server.unready = 1;
+    got = wait_get(fx, "{\"url\": \"http://127.0.0.1:%d/\"}", &attempts);
+    assert_string_equal(got, "{\"status\":503,\"body\":\"starting\",\"body_truncated\":false}");
+    assert_int_equal(attempts, 0); /* no "attempts" field: a plain GET's result */
+    assert_int_equal(fx->server.served, 1);
+    free(got);
+}
+
+static void test_wait_abort(void **state)
+{
+    static const char ans[] = "HTTP/1.1 200 OK\r\n\r\n";
+    struct fixture *fx = *state;
+    struct cfm_agent_httpwait *w = NULL;
+    struct cfm_why why = {{0}};
+    char text[256];
+    json_t *req;
+
+    answer_with(fx, ans, strlen(ans));
+    fx->server.unready = 1000000;
+    snprintf(text, sizeof text,
+             "{\"url\": \"http://127.0.0.1:%d/\", \"retry_for_ms\": 600000}", fx->server.port);
+    assert_non_null(req = json_loads(text, 0, NULL));
+    assert_int_equal(cfm_agent_httpwait_start(&fx->loop, req, on_done, fx, &w, &why), CFM_OK);
+    json_decref(req);
+    while (fx->server.served < 2)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    cfm_agent_httpwait_abort(w);
+    cfm_agent_httpwait_abort(w); /* twice is harmless */
+    assert_false(fx->done);      /* done follows, never from inside abort */
+    while (!fx->done)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_string_equal(json_string_value(json_object_get(fx->result, "error")),
+                        CFM_AGENT_HTTP_STOPPED);
+    assert_true(json_integer_value(json_object_get(fx->result, "attempts")) >= 2);
+}
+
+static void test_wait_bad_retry(void **state)
+{
+    static const char *bad[] = {
+        "{\"url\": \"http://h/\", \"retry_for_ms\": -1}",
+        "{\"url\": \"http://h/\", \"retry_for_ms\": 600001}",
+        "{\"url\": \"http://h/\", \"retry_for_ms\": \"5\"}",
+    };
+    struct fixture *fx = *state;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct cfm_why why = {{0}};
+        struct cfm_agent_httpwait *w = (void *)1;
+        json_t *req = json_loads(bad[i], 0, NULL);
+        assert_non_null(req);
+        assert_int_equal(cfm_agent_httpwait_start(&fx->loop, req, on_done, fx, &w, &why),
+                         CFM_EINVAL);
+        assert_null(w);
+        assert_string_equal(why.text, "retry_for_ms must be an integer from 0 to 600000");
+        json_decref(req);
+    }
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_false(fx->done);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* the server writes to GETs that gave up */
@@ -536,6 +712,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_bad_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_until_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_gives_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_refused_then_listening, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_without_retry_is_one_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_bad_retry, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
