@@ -34,6 +34,7 @@
 #define DEFAULT_HTTP_TIMEOUT_S 2.0
 #define MAX_HTTP_TIMEOUT_S 60.0 /* the agent's limit (60000 ms) */
 #define MAX_HTTP_BODY 65536     /* the agent's limit */
+#define MAX_HTTP_RETRY_S 600.0  /* the agent's limit (600000 ms) */
 
 /* One call in flight. */
 struct op {
@@ -626,7 +627,7 @@ static int l_http_get(lua_State *L)
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
     const char *vm = vm_arg(L, 1, "http_get");
     const char *url = luaL_checkstring(L, 2);
-    double timeout = DEFAULT_HTTP_TIMEOUT_S;
+    double timeout = DEFAULT_HTTP_TIMEOUT_S, retry_for = 0;
     lua_Integer max_body = -1;
     json_t **slot;
 
@@ -646,7 +647,14 @@ static int l_http_get(lua_State *L)
                 return luaL_error(L, "http_get: opts.max_body must be an integer from 0 to %d",
                                   MAX_HTTP_BODY);
         }
-        lua_pop(L, 2);
+        if (lua_getfield(L, 3, "retry_for") != LUA_TNIL) {
+            int isnum = 0;
+            retry_for = lua_tonumberx(L, -1, &isnum);
+            if (!isnum || !(retry_for >= 0 && retry_for <= MAX_HTTP_RETRY_S))
+                return luaL_error(L, "http_get: opts.retry_for must be a number of seconds "
+                                     "from 0 to %d", (int)MAX_HTTP_RETRY_S);
+        }
+        lua_pop(L, 3);
     } else if (!lua_isnil(L, 3)) {
         return luaL_error(L, "http_get: opts must be a table");
     }
@@ -657,7 +665,13 @@ static int l_http_get(lua_State *L)
         return luaL_error(L, "http_get: url must be UTF-8 text");
     if (max_body >= 0)
         json_object_set_new(*slot, "max_body", json_integer((json_int_t)max_body));
-    return agent_call(L, ctx, "http_get", vm, json_incref(*slot), timeout + ANSWER_GRACE_S);
+    if (retry_for > 0)
+        json_object_set_new(*slot, "retry_for_ms",
+                            json_integer((json_int_t)(retry_for * 1000.0 + 0.5)));
+    /* The last try may start just before retry_for is over and take its
+     * whole timeout. */
+    return agent_call(L, ctx, "http_get", vm, json_incref(*slot),
+                      retry_for + timeout + ANSWER_GRACE_S);
 }
 
 void cfm_vmapi_open(struct cfm_api_ctx *ctx, lua_State *L)

@@ -16,22 +16,28 @@ end
 -- 1. Everything already here is released: the standby replicas hold the
 --    data (stopping them frees their volumes for the recovered elements),
 --    and instances from a scale-out were configured against the lost site.
+--    The releases run while the new VMs boot: a volume or an address is
+--    attached once they are done.
+local released = {}
 for _, el in ipairs(S.elements_in_order()) do
   for _, x in ipairs(S.instances(el.id, cfm.site)) do
     log("info", "releasing %s (%s)", x.inst.id,
         el.body.placement == "standby" and "its volumes hold the data" or "configured for " .. old)
-    terminate_vm(x.vm.id)
+    released[#released + 1] = async(terminate_vm, x.vm.id)
   end
 end
--- 2. The lost site's instances are lost.
-for _, v in ipairs(cfm.objects("VMInstance", {site = old})) do
-  if v.body.state == "running" or v.body.state == "starting" then
-    v.body.state = "lost"
-    cfm.save(v)
+-- 2. The lost site's instances are lost: marked while the VMs boot, before
+--    any instance here is configured (templates list running instances).
+local function mark_lost()
+  for _, v in ipairs(cfm.objects("VMInstance", {site = old})) do
+    if v.body.state == "running" or v.body.state == "starting" then
+      v.body.state = "lost"
+      cfm.save(v)
+    end
   end
-end
-for _, i in ipairs(cfm.objects("BusinessSystemElementInstance", {site = old})) do
-  if i.body.state == "running" then i.body.state = "lost"; cfm.save(i) end
+  for _, i in ipairs(cfm.objects("BusinessSystemElementInstance", {site = old})) do
+    if i.body.state == "running" then i.body.state = "lost"; cfm.save(i) end
+  end
 end
 -- 3. Everything placed at the primary starts here: every VM at once, each
 --    element's services once those it depends on answer. A recovery
@@ -39,9 +45,15 @@ end
 --    started, so nothing half-started is left running, and says why.
 local started, plan = {}, {}
 for _, el in ipairs(S.elements_in_order()) do
-  if el.body.placement ~= "standby" then plan[#plan + 1] = {el = el, count = el.body.count or 1} end
+  -- have = 0: what runs here now is being released (step 1).
+  if el.body.placement ~= "standby" then
+    plan[#plan + 1] = {el = el, count = el.body.count or 1, have = 0}
+  end
 end
-local ok, err = pcall(S.ensure_all, plan, started)
+local ok, err = pcall(function()
+  S.ensure_all(plan, started, nil, {release = released, meanwhile = mark_lost})
+  if #released > 0 then wait(released) end
+end)
 if not ok then
   for _, id in ipairs(started) do pcall(terminate_vm, id) end
   publish_cloud_event(sys.id, "dr_failed", {site = cfm.site, from = old, error = tostring(err)})

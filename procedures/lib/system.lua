@@ -156,17 +156,23 @@ function M.healthy(el, vm, timeout, name)
            name:gsub("[^%w._~-]", function(ch) return string.format("%%%02X", ch:byte()) end)
   end
   local url = string.format("http://%s:%d%s", host_of(vm), h.port, path)
-  local deadline = os.time() + (timeout or h.timeout_s or 30)
-  local pause, last = 0.01, "no answer" -- a service just started answers within milliseconds
+  local limit = timeout or h.timeout_s or 30
+  local deadline = cfm.now_ms() + limit * 1000
+  local pause, last = 0.01, "no answer"
   repeat
-    local r = http_get(vm, url, {timeout = 1, max_body = 0})
+    -- The agent tries again on its own, every few milliseconds, until the
+    -- service answers or retry_for is over (an agent that predates
+    -- retry_for answers after one try, and this loop polls instead).
+    local left = math.max(0, deadline - cfm.now_ms()) / 1000
+    local r = http_get(vm, url, {timeout = 1, max_body = 0, retry_for = left})
     if r.status >= 200 and r.status < 400 then return true end
     last = r.status > 0 and ("HTTP " .. r.status) or (r.error or "no answer")
+    if cfm.now_ms() >= deadline then break end
     sleep(pause)
     pause = math.min(pause * 2, 0.2)
-  until os.time() > deadline
-  error(string.format("%s on %s: %s did not answer within %ds (last: %s)", el.id, vm.id, url,
-                      timeout or h.timeout_s or 30, last))
+  until cfm.now_ms() >= deadline
+  error(string.format("%s on %s: %s did not answer within %gs (last: %s)", el.id, vm.id, url,
+                      limit, last))
 end
 
 -- Starts the service of an element on a VM (already configured) and waits
@@ -196,10 +202,21 @@ end
 
 -- The machine of a new instance of el at this site: its VM, with the
 -- element's volumes attached and its address associated. The VM is added
--- to `started` (when given) as soon as it exists.
-function M.start_machine(el, started)
-  local vm = run_vm(el.body.vm_class, {element = el.id})
+-- to `started` (when given) as soon as it exists. release (optional): tasks
+-- that free volumes, addresses or capacity (terminating the VMs that hold
+-- them), waited for once the VM runs, before anything is attached to it;
+-- a VM the site cannot start while they run is tried again once they are
+-- done.
+function M.start_machine(el, started, release)
+  local ok, vm = pcall(run_vm, el.body.vm_class, {element = el.id})
+  if not ok then
+    if not release or #release == 0 then error(vm, 0) end
+    wait(release)
+    vm = run_vm(el.body.vm_class, {element = el.id})
+  end
   if started then started[#started + 1] = vm.id end
+  local attaches = el.body.volumes and #el.body.volumes > 0 or el.body.address
+  if attaches and release and #release > 0 then wait(release) end
   for _, vol in ipairs(el.body.volumes or {}) do vm = attach_volume(vm, vol) end
   if el.body.address then vm = associate_address(vm, el.body.address) end
   return vm
@@ -240,23 +257,31 @@ end
 
 -- Brings several elements to their counts at this site at once: plan is a
 -- list of {el = element, count = n} in dependency order (as
--- elements_in_order gives them). Every missing machine starts at once --
+-- elements_in_order gives them); have = k in an entry says how many of its
+-- instances here count (default: those running now; 0 when they are being
+-- released). Every missing machine starts at once --
 -- VMs do not depend on each other --, and each element's instances are
 -- configured and their services started as soon as the elements it depends
 -- on in the plan answer their health checks (db, then web, then lb; two
 -- elements that do not depend on each other start side by side). Returns
 -- how many instances it started; raises once everything it began has
 -- finished, with the first error, like wait. started and extra as ensure's.
-function M.ensure_all(plan, started, extra)
+-- opts (optional): release, tasks freeing volumes or addresses (see
+-- start_machine); meanwhile, a function called once every machine is
+-- being started, before any instance is configured (the VMs boot while it
+-- runs).
+function M.ensure_all(plan, started, extra, opts)
   local machines, ready, n = {}, {}, 0
+  opts = opts or {}
   for _, p in ipairs(plan) do
     local list = {}
-    for _ = #M.instances(p.el.id, cfm.site) + 1, p.count do
-      list[#list + 1] = async(M.start_machine, p.el, started)
+    for _ = (p.have or #M.instances(p.el.id, cfm.site)) + 1, p.count do
+      list[#list + 1] = async(M.start_machine, p.el, started, opts.release)
     end
     machines[p.el.id] = list
     n = n + #list
   end
+  if opts.meanwhile then opts.meanwhile() end
   local all = {}
   for _, p in ipairs(plan) do
     local deps = {}

@@ -42,6 +42,8 @@ assert_eq 3 "$(echo "$result" | grep -o '"ip": "127\.77\.[0-9]*\.[0-9]*"' | sort
 assert_contains "$result" '"slow_timed_out": true' "a command over its timeout is reported"
 health=$(printf '%s\n' "$result" | tr -d ' \n')
 assert_contains "$health" '"health":{"body":"ok\n","status":200}' "http_get of the service's health"
+echo "$health" | grep -q '"tries":[1-9]' || fail "http_get with retry_for gave no attempts: $health"
+assert_contains "$health" 'opts.retry_formustbeanumberofsecondsfrom0to600' "a bad retry_for"
 assert_contains "$health" '"other":{"body":"this","cut":true,"status":421}' "http_get of another instance's health"
 assert_contains "$health" '"refused":{"error":"connectto127.77.' "http_get of a port nothing listens on"
 assert_contains "$health" ':8081:connectionrefused","status":0}' "http_get of a port nothing listens on"

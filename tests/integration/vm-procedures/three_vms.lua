@@ -19,15 +19,13 @@ local web = "http://" .. vms[3].ip .. ":8080"
 local svc = run_agent_command(vms[3].id, "nohup " .. cfm.bin_dir .. "/cfm-svc web --listen " ..
                               vms[3].ip .. ":8080 --name web-3 --watch $PPID >web.log 2>&1 &")
 assert(svc.code == 0, svc.stderr)
-local health, tries = nil, 0
-repeat
-  tries = tries + 1
-  health = http_get(vms[3], web .. "/health?instance=web-3")
-  if health.status ~= 200 then sleep(0.05) end
-until health.status == 200 or tries == 100
+-- retry_for: the agent tries again until the service just started answers.
+local health = http_get(vms[3], web .. "/health?instance=web-3", {retry_for = 30})
+local bad_ok, bad_retry = pcall(http_get, vms[3], web, {retry_for = -1})
 local other = http_get(vms[3].id, web .. "/health?instance=web-9", {timeout = 1, max_body = 4})
 local refused = http_get(vms[3], "http://" .. vms[3].ip .. ":8081/")
 return {vms = vms, conf = back.stdout, slow_timed_out = slow.timed_out,
         health = {status = health.status, body = health.body},
+        tries = health.attempts, bad_retry = not bad_ok and bad_retry,
         other = {status = other.status, body = other.body, cut = other.body_truncated},
         refused = {status = refused.status, error = refused.error}}
