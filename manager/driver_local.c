@@ -128,15 +128,20 @@ static void maybe_free_driver(struct cfm_driver *d)
         free_driver_now(d);
 }
 
+void cfm_local__drop_vm(struct cfm_local_vm *vm)
+{
+    struct cfm_driver *d = vm->d;
+
+    cfm_local__free_vm(vm);
+    maybe_free_driver(d);
+}
+
 void cfm_local__on_vm_handle_closed(uv_handle_t *h)
 {
     struct cfm_local_vm *vm = h->data;
-    struct cfm_driver *d = vm->d;
 
-    if (--vm->handles == 0 && (d->closing || vm->discarded)) {
-        cfm_local__free_vm(vm);
-        maybe_free_driver(d);
-    }
+    if (--vm->handles == 0 && (vm->d->closing || vm->discarded))
+        cfm_local__drop_vm(vm);
 }
 
 /* ---- the ops ---------------------------------------------------------------- */
@@ -328,8 +333,12 @@ static enum cfm_err local_open(const struct cfm_driver_env *env, const json_t *c
     uv_unref((uv_handle_t *)&d->poll_timer); /* watching is not work */
     uv_signal_start(&d->sigchld, cfm_local__on_sigchld, SIGCHLD);
     uv_unref((uv_handle_t *)&d->sigchld);
-    for (size_t i = 0; i < d->nvms; i++)
-        cfm_local__readopt(d->vms[i]);
+    for (size_t i = 0; i < d->nvms;) {
+        if (cfm_local__readopt(d->vms[i]))
+            i++;
+        else
+            cfm_local__discard(d->vms[i]); /* a run cut short: nothing kept */
+    }
     cfm_local__settle_volumes(d);
     cfm_info("driver", "local driver of site %s: %zu VMs known, net %s.0/24, capacity %d CPU "
                        "and %d MiB, %zu public addresses",

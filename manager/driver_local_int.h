@@ -37,6 +37,7 @@
 #define LOCAL_MAX_RECORD (64u << 10) /* bytes of a vm.json or addresses.json */
 #define LOCAL_MAX_CMDLINE 8192     /* bytes of /proc/<pid>/cmdline read */
 #define LOCAL_MAX_WAITERS 64       /* terminate calls waiting on one VM */
+#define LOCAL_ERRLEN 128           /* an errno's text (cfm_local__strerror) */
 #define LOCAL_MAX_VOLUMES ((int)(sizeof(((struct cfm_vm_info *)0)->volumes) / \
                                  sizeof(((struct cfm_vm_info *)0)->volumes[0])))
 
@@ -126,6 +127,9 @@ void cfm_local__reply_push(struct cfm_driver *d, struct cfm_local_reply *r);
 void cfm_local__free_vm(struct cfm_local_vm *vm);
 /* Close callback of a VM's embedded handles: frees the VM after the last. */
 void cfm_local__on_vm_handle_closed(uv_handle_t *h);
+/* Frees vm, which is in no list and has no handle open, and then the driver
+ * if it is closing and vm was the last thing it waited for. */
+void cfm_local__drop_vm(struct cfm_local_vm *vm);
 
 /* ---- local_config.c ---- */
 
@@ -150,12 +154,19 @@ bool cfm_local__copy_bounded(char *dst, size_t cap, const char *src);
 bool cfm_local__grow(void **arr, size_t *cap, size_t need, size_t elem);
 /* mkdir that accepts an existing entry (the caller checks what it is). */
 bool cfm_local__mkdir_ok(const char *path, mode_t mode);
+/* The text of errnum, in buf; unlike strerror(3), for any thread. */
+const char *cfm_local__strerror(int errnum, char buf[LOCAL_ERRLEN]);
 /* Writes text to dir/name through a temporary file and a rename, so a
  * reader or a crashed manager sees the old text or the new one; with
  * durable, also fsync'd (file, then directory) so a crash of the machine
  * does too. */
 enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const char *text,
                                      bool durable, struct cfm_why *why);
+/* Removes a VM directory holding no more than a run makes before its agent
+ * has run (an empty disk/, an empty agent.log, vm.json and its temporary
+ * file), and the directory; anything more is refused before anything is
+ * removed. For any thread (it does not log): false with why otherwise. */
+bool cfm_local__remove_vm_dir(const char *dir, struct cfm_why *why);
 /* Loads a JSON object of at most LOCAL_MAX_RECORD bytes: a new reference,
  * or NULL with why. */
 json_t *cfm_local__read_record(const char *path, struct cfm_why *why);
@@ -187,6 +198,9 @@ bool cfm_local__holds_resources(const struct cfm_local_vm *vm);
 /* run: the VM spec->key made, or a new running one (spec borrowed). */
 enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec,
                             struct cfm_local_vm **out, struct cfm_why *why);
+/* vm (in d->vms, PENDING) leaves d->vms and is discarded: freed now, or
+ * once its handles are closed. */
+void cfm_local__discard(struct cfm_local_vm *vm);
 
 /* ---- local_procs.c ---- */
 
@@ -198,8 +212,11 @@ enum cfm_err cfm_local__spawn_agent(struct cfm_driver *d, struct cfm_local_vm *v
  * from the VM's waiters (*wait true; r is then owned by the VM). */
 enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const char *key,
                                   struct cfm_local_reply *r, bool *wait);
-/* A VM read back at open: running again, FAILED, or terminated again. */
-void cfm_local__readopt(struct cfm_local_vm *vm);
+/* A VM read back at open: running again, FAILED, or terminated again.
+ * False for a run cut short before its agent started (PENDING, no pid,
+ * no agent found): its directory is removed and the caller discards it. */
+bool cfm_local__readopt(struct cfm_local_vm *vm);
+
 /* The poll timer: finds re-adopted agents that died (and children whose
  * SIGCHLD was missed). */
 void cfm_local__on_poll(uv_timer_t *t);

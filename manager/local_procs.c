@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include "driver_local_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -46,10 +47,9 @@ extern char **environ;
 #define STATUS_INTERVAL "2"        /* agents' --status-interval */
 
 
-/* True when pid is alive and is a cfm-agent for this VM: its command line
- * has "--vm" followed by the VM's id. A reused pid, or a zombie (whose
- * command line is empty), is not. */
-static bool agent_alive(const struct cfm_local_vm *vm)
+/* True when pid's command line has "--vm" followed by id. A zombie's (or
+ * a process's still in its exec) reads empty: false. */
+static bool cmdline_names(int pid, const char *id)
 {
     char path[64], buf[LOCAL_MAX_CMDLINE];
     const char *prev = "";
@@ -57,9 +57,7 @@ static bool agent_alive(const struct cfm_local_vm *vm)
     ssize_t n;
     int fd;
 
-    if (vm->pid <= 1 || (kill(vm->pid, 0) != 0 && errno != EPERM))
-        return false;
-    snprintf(path, sizeof path, "/proc/%d/cmdline", vm->pid);
+    snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
     if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return false;
     while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) != 0) {
@@ -72,11 +70,43 @@ static bool agent_alive(const struct cfm_local_vm *vm)
     close(fd);
     buf[len] = '\0';
     for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
-        if (strcmp(prev, "--vm") == 0 && strcmp(buf + i, vm->info.id) == 0)
+        if (strcmp(prev, "--vm") == 0 && strcmp(buf + i, id) == 0)
             return true;
         prev = buf + i;
     }
     return false;
+}
+
+/* True when pid is alive and is a cfm-agent for this VM: its command line
+ * has "--vm" followed by the VM's id. A reused pid, or a zombie (whose
+ * command line is empty), is not. */
+static bool agent_alive(const struct cfm_local_vm *vm)
+{
+    if (vm->pid <= 1 || (kill(vm->pid, 0) != 0 && errno != EPERM))
+        return false;
+    return cmdline_names(vm->pid, vm->info.id);
+}
+
+/* The pid of a live cfm-agent for vm, looked for among every process by
+ * its command line; 0 when there is none. */
+static int find_agent(const struct cfm_local_vm *vm)
+{
+    struct dirent *e;
+    int found = 0;
+    DIR *dp = opendir("/proc");
+
+    if (!dp) {
+        cfm_warn("driver", "%s: cannot read /proc: %s", vm->info.id, strerror(errno));
+        return 0;
+    }
+    while (!found && (e = readdir(dp))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end == '\0' && pid > 1 && pid <= INT_MAX && cmdline_names((int)pid, vm->info.id))
+            found = (int)pid;
+    }
+    closedir(dp);
+    return found;
 }
 
 /* Signals the VM's process group; for a process we did not spawn, only
@@ -365,28 +395,59 @@ enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const
     return CFM_OK;
 }
 
+/* A PENDING record without a pid: the manager stopped while the run was
+ * spawning its agent (the record is written before the spawn, the pid just
+ * after). An agent for it that runs is adopted; when there is none, the
+ * run never started anything: its directory goes, so its key may run
+ * again (the run had not answered, so nothing else knows the VM). */
+static bool readopt_pending(struct cfm_local_vm *vm)
+{
+    struct cfm_why why = {""};
+    char dir[PATH_MAX];
+    int pid = find_agent(vm);
+
+    if (pid > 0) {
+        vm->pid = pid;
+        vm->info.state = CFM_VM_RUNNING;
+        cfm_local__vm_save_or_log(vm->d, vm);
+        cfm_info("driver", "%s (system %s) re-adopted: pid %d, found by its command line (the "
+                           "manager stopped before recording it)",
+                 vm->info.id, vm->info.system, pid);
+        return true;
+    }
+    if (cfm_local__pathf(dir, "%s/vms/%s", vm->d->state_dir, vm->info.id) &&
+        cfm_local__remove_vm_dir(dir, &why)) {
+        cfm_info("driver", "%s (key %s) removed: the manager stopped before its agent started",
+                 vm->info.id, vm->info.key);
+        return false;
+    }
+    cfm_warn("driver", "%s: %s", vm->info.id, why.text);
+    mark_failed(vm, "the manager stopped before its agent started");
+    return true;
+}
+
 /* A re-adopted VM: is its agent still there? */
-void cfm_local__readopt(struct cfm_local_vm *vm)
+bool cfm_local__readopt(struct cfm_local_vm *vm)
 {
     char reason[96];
 
     if (vm->info.state != CFM_VM_RUNNING && vm->info.state != CFM_VM_PENDING)
-        return;
+        return true;
+    if (vm->info.state == CFM_VM_PENDING && vm->pid == 0 && !vm->terminating)
+        return readopt_pending(vm);
     if (agent_alive(vm)) {
         vm->info.state = CFM_VM_RUNNING;
         cfm_info("driver", "%s (system %s) re-adopted: pid %d at %s", vm->info.id,
                  vm->info.system, vm->pid, vm->info.private_ip);
         if (vm->terminating)
             start_terminate(vm); /* the manager stopped in the middle */
-        return;
+        return true;
     }
     if (vm->terminating) {
         finish_terminate(vm);
-        return;
+        return true;
     }
-    if (vm->pid > 0)
-        snprintf(reason, sizeof reason, "its agent (pid %d) is gone", vm->pid);
-    else
-        snprintf(reason, sizeof reason, "the manager stopped before its agent started");
+    snprintf(reason, sizeof reason, "its agent (pid %d) is gone", vm->pid);
     mark_failed(vm, reason); /* reported from the loop, after open returns */
+    return true;
 }

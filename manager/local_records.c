@@ -86,6 +86,44 @@ bool cfm_local__mkdir_ok(const char *path, mode_t mode)
     return mkdir(path, mode) == 0 || errno == EEXIST;
 }
 
+/* strerror(3) may return a buffer shared by every thread; the XSI
+ * strerror_r writes into ours (this file has no _GNU_SOURCE). */
+const char *cfm_local__strerror(int errnum, char buf[LOCAL_ERRLEN])
+{
+    if (strerror_r(errnum, buf, LOCAL_ERRLEN) != 0)
+        snprintf(buf, LOCAL_ERRLEN, "error %d", errnum);
+    return buf;
+}
+
+bool cfm_local__remove_vm_dir(const char *dir, struct cfm_why *why)
+{
+    /* What an agent that ran leaves (a line in agent.log, its .cfm-agent in
+     * the disk) is not a run's leftover: refused before anything is gone,
+     * so the disk goes first (rmdir refuses one that is not empty). */
+    static const char *const entries[] = {"disk", "agent.log", ".vm.json.tmp", "vm.json", ""};
+    char path[PATH_MAX], ebuf[LOCAL_ERRLEN];
+    struct stat st;
+
+    if (!cfm_local__pathf(path, "%s/agent.log", dir) ||
+        (lstat(path, &st) == 0 && st.st_size > 0)) {
+        cfm_why_set(why, CFM_EIO, "'%s' is not empty: an agent ran", path);
+        return false;
+    }
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
+        if (!cfm_local__pathf(path, "%s/%s", dir, entries[i])) {
+            cfm_why_set(why, CFM_EIO, "path in '%s' is too long", dir);
+            return false;
+        }
+        if (remove(path) != 0 && errno != ENOENT) {
+            cfm_why_set(why, CFM_EIO, "cannot remove '%s': %s", path,
+                        cfm_local__strerror(errno, ebuf));
+            return false;
+        }
+    }
+    return true;
+}
+
+
 /* Writes text to dir/name through a temporary file and a rename, so a
  * reader (or a crash) sees the old record or the new one, never a part;
  * durable: fsync'd too, file and directory. */
@@ -289,6 +327,27 @@ out:
     return err;
 }
 
+/* A VM directory without a record is a run the manager stopped in before
+ * its first record (its agent is spawned after it): removed, with its empty
+ * disk. True when it was that and is gone. */
+static bool cut_short(struct cfm_driver *d, const char *id)
+{
+    struct cfm_why why = {""};
+    char dir[PATH_MAX], path[PATH_MAX];
+    struct stat st;
+
+    if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, id) ||
+        !cfm_local__pathf(path, "%s/vm.json", dir) || lstat(path, &st) == 0 ||
+        errno != ENOENT)
+        return false;
+    if (!cfm_local__remove_vm_dir(dir, &why)) {
+        cfm_warn("driver", "%s has no vm.json and is kept: %s", dir, why.text);
+        return false;
+    }
+    cfm_info("driver", "removed %s: a run cut short before its first record", dir);
+    return true;
+}
+
 enum cfm_err cfm_local__load_vms(struct cfm_driver *d, struct cfm_why *why)
 {
     struct cfm_why skip = {""};
@@ -307,6 +366,8 @@ enum cfm_err cfm_local__load_vms(struct cfm_driver *d, struct cfm_why *why)
                       LOCAL_MAX_VMS, dir);
             break;
         }
+        if (cut_short(d, e->d_name))
+            continue;
         if (vm_load(d, e->d_name, &vm, &skip) != CFM_OK) {
             cfm_error("driver", "VM %s not adopted: %s", e->d_name, skip.text);
             continue;

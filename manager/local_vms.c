@@ -185,6 +185,27 @@ static enum cfm_err check_spec(const struct cfm_vm_spec *spec, struct cfm_why *w
     return CFM_OK;
 }
 
+void cfm_local__discard(struct cfm_local_vm *vm)
+{
+    struct cfm_driver *d = vm->d;
+    int host = host_of(d, vm->info.private_ip);
+
+    for (size_t i = 0; i < d->nvms; i++) {
+        if (d->vms[i] == vm) {
+            memmove(d->vms + i, d->vms + i + 1, (d->nvms - i - 1) * sizeof *d->vms);
+            d->nvms--;
+            break;
+        }
+    }
+    /* Nothing was made: its address is handed out again, unless a later
+     * run has taken the next one meanwhile. */
+    if (host > 0 && d->last_host == host)
+        d->last_host = host - 1;
+    vm->discarded = true;
+    if (vm->handles == 0)
+        cfm_local__drop_vm(vm);
+}
+
 enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec,
                             struct cfm_local_vm **out, struct cfm_why *why)
 {
@@ -258,11 +279,8 @@ enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec
     if ((err = cfm_local__spawn_agent(d, vm, why)) != CFM_OK) {
         /* Nothing was made: the same key may try again. */
         cfm_error("driver", "run %s (key %s): %s", vm->info.id, spec->key, why->text);
-        d->nvms--;
         remove_vm_dir(d, vm->info.id);
-        vm->discarded = true;
-        if (vm->handles == 0)
-            cfm_local__free_vm(vm);
+        cfm_local__discard(vm);
         return err;
     }
     d->last_host = host_of(d, ip); /* made: the next VM gets the next address */

@@ -387,6 +387,57 @@ static int count_vm_dirs(const struct fx *fx)
     return dirs;
 }
 
+/* The pids of the live (not zombie) processes whose command line has
+ * "--vm <id>": the agents of VM id. */
+static int agents_of(const char *id, int *pid)
+{
+    char path[PATH_MAX], buf[8192];
+    const char *prev;
+    struct dirent *e;
+    int n = 0;
+    DIR *dp = opendir("/proc");
+
+    assert_non_null(dp);
+    while ((e = readdir(dp))) {
+        size_t len = 0;
+        ssize_t got;
+        int fd, p;
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        p = (int)strtol(e->d_name, NULL, 10);
+        PATHF(path, "/proc/%d/cmdline", p);
+        if ((fd = open(path, O_RDONLY)) < 0)
+            continue;
+        while (len < sizeof buf - 1 && (got = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+            len += (size_t)got;
+        close(fd);
+        buf[len] = '\0';
+        prev = "";
+        for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
+            if (strcmp(prev, "--vm") == 0 && strcmp(buf + i, id) == 0 && alive(p)) {
+                if (pid)
+                    *pid = p;
+                n++;
+                break;
+            }
+            prev = buf + i;
+        }
+    }
+    closedir(dp);
+    return n;
+}
+
+/* agents_of(id) once its command line is published (see environ_soon_has):
+ * waits up to WAIT_MS for at least one agent. */
+static int agents_soon_of(const char *id, int *pid)
+{
+    uint64_t start = uv_hrtime();
+
+    while (agents_of(id, pid) == 0 && uv_hrtime() - start < (uint64_t)WAIT_MS * 1000000)
+        uv_sleep(1);
+    return agents_of(id, pid);
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 static void test_registry(void **state)
@@ -1051,6 +1102,95 @@ static void test_bad_env(void **state)
     fx->d = NULL;
 }
 
+/* Writes the record a run leaves when the manager stops after writing it
+ * and before its agent's pid: PENDING, no pid; with a disk, empty unless
+ * file is given. */
+static void write_pending(const struct fx *fx, const char *id, const char *key, const char *file)
+{
+    char path[PATH_MAX];
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:[], s:i, s:s, s:b, s:s}",
+                          "id", id, "key", key, "system", "shop", "vm_class", "web", "cpu", 1,
+                          "memory_mb", 512, "private_ip", "127.77.1.9", "public_ip", "",
+                          "address_id", "", "volumes", "pid", 0, "state", "pending",
+                          "terminating", 0, "created", "2026-11-22T10:00:00.123Z");
+
+    assert_non_null(j);
+    PATHF(path, "%s/vms/%s", fx->dir, id);
+    assert_int_equal(mkdir(path, 0755), 0);
+    PATHF(path, "%s/vms/%s/disk", fx->dir, id);
+    assert_int_equal(mkdir(path, 0755), 0);
+    if (file) {
+        PATHF(path, "%s/vms/%s/disk/%s", fx->dir, id, file);
+        write_text(path, "x\n");
+    }
+    PATHF(path, "%s/vms/%s/vm.json", fx->dir, id);
+    assert_int_equal(json_dump_file(j, path, JSON_INDENT(2)), 0);
+    json_decref(j);
+}
+
+/* The manager stopped while runs were spawning their agents (the spawn is
+ * on the thread pool, so a stop can come at any step of it). */
+static void test_restart_cut_short(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_vm_info a, c;
+    char path[PATH_MAX];
+    json_t *j;
+    int pid;
+
+    open_ok(fx, NULL);
+    run_ok(fx, "k-1", &a);
+    pid = vm_pid(fx, a.id);
+    assert_int_equal(agents_soon_of(a.id, NULL), 1);
+    close_driver(fx);
+    /* a: its agent started, its pid not recorded. */
+    j = read_vm_json(fx, a.id);
+    json_object_set_new(j, "state", json_string("pending"));
+    json_object_set_new(j, "pid", json_integer(0));
+    PATHF(path, "%s/vms/%s/vm.json", fx->dir, a.id);
+    assert_int_equal(json_dump_file(j, path, JSON_INDENT(2)), 0);
+    json_decref(j);
+    /* b: recorded, no agent started. */
+    write_pending(fx, "vm-00000000bb", "k-2", NULL);
+    /* d: the same, but something in its disk: not a run's leftover. */
+    write_pending(fx, "vm-00000000dd", "k-4", "mine");
+    /* f: the same, but its agent.log has lines: an agent ran. */
+    write_pending(fx, "vm-00000000ff", "k-6", NULL);
+    PATHF(path, "%s/vms/vm-00000000ff/agent.log", fx->dir);
+    write_text(path, "agent: started\n");
+    /* e: not even recorded: a directory and its empty disk. */
+    PATHF(path, "%s/vms/vm-00000000ee", fx->dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    PATHF(path, "%s/vms/vm-00000000ee/disk", fx->dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+
+    open_ok(fx, NULL);
+    /* a's agent is found by its command line and adopted, its pid recorded. */
+    assert_int_equal(describe(fx, a.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_RUNNING);
+    assert_int_equal(vm_pid(fx, a.id), pid);
+    run_ok(fx, "k-1", &c);
+    assert_string_equal(c.id, a.id);
+    /* b and e leave nothing; b's key makes a new VM. */
+    assert_int_equal(describe(fx, "vm-00000000bb"), CFM_ENOTFOUND);
+    PATHF(path, "%s/vms/vm-00000000bb", fx->dir);
+    assert_true(absent(path));
+    PATHF(path, "%s/vms/vm-00000000ee", fx->dir);
+    assert_true(absent(path));
+    run_ok(fx, "k-2", &c);
+    assert_string_not_equal(c.id, "vm-00000000bb");
+    /* d and f are kept, FAILED, as any VM whose agent is gone. */
+    assert_true(run_until(fx, &fx->events, 2, WAIT_MS));
+    assert_int_equal(describe(fx, "vm-00000000dd"), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_FAILED);
+    assert_int_equal(describe(fx, "vm-00000000ff"), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_FAILED);
+    PATHF(path, "%s/vms/vm-00000000dd/disk/mine", fx->dir);
+    assert_text(path, "x\n");
+    assert_int_equal(count_vm_dirs(fx), 4);
+    assert_int_equal(fx->events, 2);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1059,7 +1199,8 @@ int main(void)
         T(test_registry),          T(test_run_three),     T(test_same_key),
         T(test_capacity),          T(test_terminate),     T(test_terminate_stubborn),
         T(test_spawn_failure),     T(test_kill9_child),   T(test_agent_exits),
-        T(test_restart_readopt),   T(test_volumes),       T(test_volume_heal),
+        T(test_restart_readopt),   T(test_restart_cut_short),
+        T(test_volumes),           T(test_volume_heal),
         T(test_addresses),         T(test_unknown_vm),    T(test_bad_config),
         T(test_bad_env),
     };
