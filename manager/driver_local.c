@@ -14,7 +14,8 @@
  * <state_dir>/volumes/<system>/<id>/, while detached.
  *
  * Agents are spawned detached (posix_spawn, their own session and process
- * group; local_procs.c): a VM never keeps the loop alive and outlives the
+ * group), on libuv's thread pool with the rest of what blocks in a run
+ * (local_spawn.c): a VM never keeps the loop alive and outlives the
  * manager. Open re-adopts the VMs of vm.json files: a running one whose pid
  * is still a cfm-agent for that VM (by /proc/<pid>/cmdline) is watched by a
  * 1-second poll; the others are FAILED. Our own children are reaped on
@@ -22,7 +23,9 @@
  *
  * The one thing to know: no callback ever runs inside a driver call. Every
  * answer and event goes through one queue drained by a zero-timeout timer,
- * so callers may call the driver (or close it) from any callback.
+ * so callers may call the driver (or close it) from any callback. The
+ * driver is freed once its handles are closed and every VM is freed, which
+ * for a VM being spawned is when its work has come back from the pool.
  */
 #include "driver_local_int.h"
 
@@ -51,6 +54,7 @@ static void free_replies(struct cfm_local_reply *r)
     while (r) {
         struct cfm_local_reply *next = r->next;
         free(r->list);
+        free(r->snap);
         free(r);
         r = next;
     }
@@ -70,7 +74,7 @@ static void on_reply(uv_timer_t *t)
         switch (r->kind) {
         case LOCAL_REPLY_VM:
             if (r->err == CFM_OK) {
-                snap = r->vm->info;
+                snap = r->snap ? *r->snap : r->vm->info;
                 r->vm_cb(r->arg, CFM_OK, &snap, "");
             } else {
                 r->vm_cb(r->arg, r->err, NULL, r->why.text);
@@ -84,6 +88,7 @@ static void on_reply(uv_timer_t *t)
             break;
         }
         free(r->list);
+        free(r->snap);
         free(r);
     }
 }
@@ -179,11 +184,13 @@ static enum cfm_err local_run(struct cfm_driver *d, const struct cfm_vm_spec *sp
 {
     enum cfm_err err;
     struct cfm_local_reply *r = vm_reply(cb, arg, &err);
+    bool wait;
 
     if (!r)
         return err;
-    r->err = cfm_local__run(d, spec, &r->vm, &r->why);
-    cfm_local__reply_push(d, r);
+    r->err = cfm_local__run(d, spec, r, &wait);
+    if (!wait)
+        cfm_local__reply_push(d, r);
     return CFM_OK;
 }
 
@@ -271,8 +278,9 @@ static void on_driver_timer_closed(uv_handle_t *h)
     maybe_free_driver(d);
 }
 
-/* Stops watching and frees once every handle is closed; VMs keep running
- * and queued answers are dropped (no callback runs after close). */
+/* Stops watching and frees once every handle is closed and every spawn
+ * has come back; VMs keep running and queued answers are dropped (no
+ * callback runs after close). */
 static void local_close(struct cfm_driver *d)
 {
     if (!d || d->closing)
@@ -289,7 +297,9 @@ static void local_close(struct cfm_driver *d)
             vm->timer_open = false;
             uv_close((uv_handle_t *)&vm->term_timer, cfm_local__on_vm_handle_closed);
         }
-        if (vm->handles == 0)
+        if (vm->spawn)
+            cfm_local__spawn_abandon(vm); /* freed when its work comes back */
+        else if (vm->handles == 0)
             cfm_local__free_vm(vm);
     }
     d->nvms = 0;

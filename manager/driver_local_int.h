@@ -6,11 +6,14 @@
  *   local_config.c     the site config's "driver" object and the env
  *   local_records.c    vm.json: atomic writes, bounded reads, re-reading
  *   local_vms.c        run: lookups, ids, keys, capacity, private IPs
- *   local_procs.c      agent processes: spawn, exit, poll, terminate
+ *   local_spawn.c      run's blocking half, on libuv's thread pool
+ *   local_procs.c      agent processes: exit, poll, terminate
  *   local_volumes.c    volumes: directories moved in and out of disks
  *   local_addresses.c  public addresses: the pool and addresses.json
  *
- * Everything runs on the driver's loop thread; nothing here locks.
+ * Everything runs on the driver's loop thread, except the work function of
+ * local_spawn.c, which runs on libuv's thread pool and touches only its own
+ * job (struct cfm_local_spawn); nothing here locks.
  */
 #ifndef CFM_DRIVER_LOCAL_INT_H
 #define CFM_DRIVER_LOCAL_INT_H
@@ -36,7 +39,7 @@
 #define LOCAL_MAX_ENV 4096         /* environment variables passed on */
 #define LOCAL_MAX_RECORD (64u << 10) /* bytes of a vm.json or addresses.json */
 #define LOCAL_MAX_CMDLINE 8192     /* bytes of /proc/<pid>/cmdline read */
-#define LOCAL_MAX_WAITERS 64       /* terminate calls waiting on one VM */
+#define LOCAL_MAX_WAITERS 64       /* terminate (or repeated run) calls waiting on one VM */
 #define LOCAL_ERRLEN 128           /* an errno's text (cfm_local__strerror) */
 #define LOCAL_MAX_VOLUMES ((int)(sizeof(((struct cfm_vm_info *)0)->volumes) / \
                                  sizeof(((struct cfm_vm_info *)0)->volumes[0])))
@@ -52,13 +55,18 @@ struct cfm_local_reply {
     void *arg;
     enum cfm_err err;
     struct cfm_local_vm *vm;      /* LOCAL_REPLY_VM (on success), LOCAL_REPLY_EVENT */
+    struct cfm_vm_info *snap;     /* owned, may be NULL: answered instead of vm's state at
+                                   * delivery (a run: the VM as it was when it started) */
     struct cfm_vm_info *list;     /* LOCAL_REPLY_LIST: owned snapshot */
     size_t nlist;
     struct cfm_why why;
 };
 
+struct cfm_local_spawn;
+
 /* One VM. Never freed while the driver is open (its id and key stay
- * answerable); freed when the driver closes and its handles are closed. */
+ * answerable); freed when the driver closes and its handles are closed
+ * (and its spawn, if one is in flight, has come back). */
 struct cfm_local_vm {
     struct cfm_vm_info info;
     struct cfm_driver *d;
@@ -69,9 +77,11 @@ struct cfm_local_vm {
     bool killed;            /* SIGKILL sent */
     bool timer_open;        /* term_timer initialised */
     bool discarded;         /* not in d->vms (spawn failed): free once handles close */
+    struct cfm_local_spawn *spawn; /* run's blocking half in flight (PENDING); else NULL */
     int handles;            /* embedded handles not yet closed */
     uint64_t term_start;    /* uv_now() when terminate began */
-    struct cfm_local_reply *waiters; /* terminate calls answered when the process is gone */
+    struct cfm_local_reply *waiters; /* terminate calls answered when the process is gone
+                                      * (while spawning: once it has started, then gone) */
     size_t nwaiters;
     uv_timer_t term_timer;
 };
@@ -170,6 +180,12 @@ bool cfm_local__remove_vm_dir(const char *dir, struct cfm_why *why);
 /* Loads a JSON object of at most LOCAL_MAX_RECORD bytes: a new reference,
  * or NULL with why. */
 json_t *cfm_local__read_record(const char *path, struct cfm_why *why);
+/* Writes <dir>/vm.json atomically from what the record holds: info,
+ * created, pid and terminating (all borrowed). Touches nothing else, so the
+ * spawn worker calls it on its own copies. */
+enum cfm_err cfm_local__vm_write(const char *dir, const struct cfm_vm_info *info,
+                                 const char *created, int pid, bool terminating,
+                                 struct cfm_why *why);
 /* Writes vm's vm.json atomically. */
 enum cfm_err cfm_local__vm_save(struct cfm_driver *d, struct cfm_local_vm *vm,
                                 struct cfm_why *why);
@@ -195,19 +211,38 @@ enum cfm_err cfm_local__op_target(struct cfm_driver *d, const char *vm_id, const
                                   struct cfm_why *why);
 /* Not terminated: the VM still holds its IP, volumes and address. */
 bool cfm_local__holds_resources(const struct cfm_local_vm *vm);
-/* run: the VM spec->key made, or a new running one (spec borrowed). */
+/* run (spec borrowed): answers r now (*wait false: an error, or the VM
+ * spec->key made) or once a new VM's agent has started (*wait true: r is
+ * then owned by the VM's spawn, local_spawn.c). */
 enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec,
-                            struct cfm_local_vm **out, struct cfm_why *why);
+                            struct cfm_local_reply *r, bool *wait);
 /* vm (in d->vms, PENDING) leaves d->vms and is discarded: freed now, or
  * once its handles are closed. */
 void cfm_local__discard(struct cfm_local_vm *vm);
 
+/* ---- local_spawn.c ---- */
+
+/* Queues the blocking half of vm's run on libuv's thread pool: its
+ * directory, disk and PENDING record, posix_spawn of its agent, its RUNNING
+ * record. vm is PENDING in d->vms; r (owned from then on) is answered when
+ * the work is done. On error nothing was queued, r is the caller's. */
+enum cfm_err cfm_local__spawn_start(struct cfm_driver *d, struct cfm_local_vm *vm,
+                                    struct cfm_local_reply *r, struct cfm_why *why);
+/* A run with the key of vm, whose spawn is in flight: r (owned from then on,
+ * on CFM_OK) is answered with the first run's answer. */
+enum cfm_err cfm_local__spawn_join(struct cfm_local_vm *vm, struct cfm_local_reply *r);
+/* The driver closes: the spawn of vm is cancelled if not yet started, and
+ * its answers are dropped; vm is freed when the work comes back. */
+void cfm_local__spawn_abandon(struct cfm_local_vm *vm);
+
 /* ---- local_procs.c ---- */
 
-/* Starts vm's agent (posix_spawn, in a session of its own) and records
- * its pid. */
-enum cfm_err cfm_local__spawn_agent(struct cfm_driver *d, struct cfm_local_vm *vm,
-                                    struct cfm_why *why);
+/* A pending VM's agent was started as our child pid: vm is RUNNING. */
+void cfm_local__agent_started(struct cfm_local_vm *vm, int pid);
+/* After the answers of a spawn were queued: a terminate that waited for it
+ * starts now, and an agent that already exited is reaped (its SIGCHLD came
+ * before its pid was known). */
+void cfm_local__after_spawn(struct cfm_local_vm *vm);
 /* terminate: answers r now (*wait false) or, once the process is gone,
  * from the VM's waiters (*wait true; r is then owned by the VM). */
 enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const char *key,
@@ -216,7 +251,6 @@ enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const
  * False for a run cut short before its agent started (PENDING, no pid,
  * no agent found): its directory is removed and the caller discards it. */
 bool cfm_local__readopt(struct cfm_local_vm *vm);
-
 /* The poll timer: finds re-adopted agents that died (and children whose
  * SIGCHLD was missed). */
 void cfm_local__on_poll(uv_timer_t *t);

@@ -1,36 +1,33 @@
 /*
  * local_procs.c - the agent processes behind the local driver's VMs:
- * spawning them, noticing their deaths, and terminating them.
+ * noticing their deaths, and terminating them. (They are started by
+ * local_spawn.c, on libuv's thread pool.)
  *
- * An agent is spawned with posix_spawn in a session and process group of
- * its own (POSIX_SPAWN_SETSID), so it does not die with the manager.
- * posix_spawn, not uv_spawn: uv_spawn forks and then blocks the loop until
- * the child has exec'd, which on a busy machine waits for the scheduler to
- * run the child (3-8 ms a VM, serially: a fifth of a 10-VM recovery);
- * glibc's posix_spawn uses clone(CLONE_VM | CLONE_VFORK), so the child runs
- * at once on the parent's memory until its exec. Our children's deaths
- * come from SIGCHLD (a uv_signal_t) and waitpid on their pids only, never
- * waitpid(-1), so libuv's own children are left to libuv; re-adopted
- * agents (not our children) are
- * checked by a 1-second poll: kill(pid, 0) and /proc/<pid>/cmdline naming
- * "--vm <vm-id>". A death not asked for makes the VM FAILED, reported
- * through on_event. Terminate is SIGTERM to the process group, a 100 ms
- * check, SIGKILL after 3 s, and an answer once the process is gone (or
- * given up on, logged, 7 s later).
+ * An agent runs in a session and process group of its own, so it does not
+ * die with the manager. Our children's deaths come from SIGCHLD (a
+ * uv_signal_t) and waitpid on their pids only, never waitpid(-1), so
+ * libuv's own children are left to libuv; re-adopted agents (not our
+ * children) are checked by a 1-second poll: kill(pid, 0) and
+ * /proc/<pid>/cmdline naming "--vm <vm-id>". A death not asked for makes
+ * the VM FAILED, reported through on_event. Terminate is SIGTERM to the
+ * process group, a 100 ms check, SIGKILL after 3 s, and an answer once the
+ * process is gone (or given up on, logged, 7 s later).
+ *
+ * A VM whose agent is being spawned is PENDING and not yet our child: the
+ * reaper and the poll pass over it, and a terminate waits in its waiters
+ * until the spawn is done (cfm_local__after_spawn starts it then). An agent
+ * that exited before its pid was known here is reaped then too.
  *
  * The one thing to know: a pid is signalled only while it is still the
  * VM's agent (our child, or a process whose command line names the VM),
  * never a pid reused by someone else, never 0 or 1.
  */
-/* posix_spawn_file_actions_addchdir_np and POSIX_SPAWN_SETSID (glibc). */
-#define _GNU_SOURCE
 #include "driver_local_int.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,13 +36,9 @@
 
 #include "log.h"
 
-extern char **environ;
-
 #define TERM_TICK_MS 100           /* a terminating VM: check it is gone */
 #define TERM_KILL_MS 3000          /* SIGKILL after this long */
 #define TERM_GIVE_UP_MS 10000      /* then give up waiting (logged) */
-#define STATUS_INTERVAL "2"        /* agents' --status-interval */
-
 
 /* True when pid's command line has "--vm" followed by id. A zombie's (or
  * a process's still in its exec) reads empty: false. */
@@ -183,23 +176,29 @@ static void child_exited(struct cfm_local_vm *vm, int st)
     mark_failed(vm, reason);
 }
 
+/* Reaps vm's agent if it is our child and has exited. A VM whose spawn is
+ * in flight is no child yet (its pid is unknown here): passed over. */
+static void reap(struct cfm_local_vm *vm)
+{
+    int st = 0;
+    pid_t got;
+
+    if (!vm->child || vm->pid <= 1)
+        return;
+    do
+        got = waitpid(vm->pid, &st, WNOHANG);
+    while (got < 0 && errno == EINTR);
+    if (got == vm->pid)
+        child_exited(vm, st);
+    else if (got < 0 && errno == ECHILD)
+        vm->child = false; /* not ours to wait for: the poll watches it */
+}
+
 /* Reaps every child of ours that exited (signals coalesce: all are asked). */
 static void reap_children(struct cfm_driver *d)
 {
-    for (size_t i = 0; i < d->nvms; i++) {
-        struct cfm_local_vm *vm = d->vms[i];
-        int st = 0;
-        pid_t got;
-        if (!vm->child || vm->pid <= 1)
-            continue;
-        do
-            got = waitpid(vm->pid, &st, WNOHANG);
-        while (got < 0 && errno == EINTR);
-        if (got == vm->pid)
-            child_exited(vm, st);
-        else if (got < 0 && errno == ECHILD)
-            vm->child = false; /* not ours to wait for: the poll watches it */
-    }
+    for (size_t i = 0; i < d->nvms; i++)
+        reap(d->vms[i]);
 }
 
 void cfm_local__on_sigchld(uv_signal_t *s, int signum)
@@ -254,6 +253,7 @@ void cfm_local__on_poll(uv_timer_t *t)
     for (size_t i = 0; i < d->nvms; i++) {
         struct cfm_local_vm *vm = d->vms[i];
         char reason[96];
+        /* Not RUNNING: failed, terminated, or PENDING (being spawned). */
         if (vm->info.state != CFM_VM_RUNNING || vm->child || vm->terminating ||
             agent_alive(vm))
             continue;
@@ -262,105 +262,23 @@ void cfm_local__on_poll(uv_timer_t *t)
     }
 }
 
-/* The environment of an agent: ours, with CFM_VM_IP set to ip (one entry,
- * written into ipvar). Returns a new array (free() it; the strings are
- * borrowed), or NULL. */
-static char **agent_env(char *ipvar)
+void cfm_local__agent_started(struct cfm_local_vm *vm, int pid)
 {
-    size_t n = 0, k = 0;
-    char **env;
-
-    while (environ[n] && n < LOCAL_MAX_ENV)
-        n++;
-    if (environ[n])
-        cfm_warn("driver", "more than %d environment variables: the rest are not passed to agents",
-                 LOCAL_MAX_ENV);
-    if (!(env = calloc(n + 2, sizeof *env)))
-        return NULL;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "CFM_VM_IP=", 10) != 0)
-            env[k++] = environ[i];
-    env[k++] = ipvar;
-    env[k] = NULL;
-    return env;
+    vm->pid = pid;
+    vm->child = true;
+    vm->info.state = CFM_VM_RUNNING;
+    cfm_info("driver", "%s (system %s, class %s, key %s) running as pid %d at %s", vm->info.id,
+             vm->info.system, vm->info.vm_class, vm->info.key, vm->pid, vm->info.private_ip);
 }
 
-enum cfm_err cfm_local__spawn_agent(struct cfm_driver *d, struct cfm_local_vm *vm,
-                                    struct cfm_why *why)
+void cfm_local__after_spawn(struct cfm_local_vm *vm)
 {
-    char dir[PATH_MAX], logpath[PATH_MAX], ipvar[CFM_MAX_IP + 16];
-    char *args[10 + LOCAL_MAX_AGENT_ARGS + 1];
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    bool fa_ok = false, attr_ok = false;
-    enum cfm_err err = CFM_EIO;
-    char **env = NULL;
-    size_t a = 0;
-    pid_t pid;
-    int rc;
-
-    if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, vm->info.id) ||
-        !cfm_local__pathf(logpath, "%s/agent.log", dir))
-        return cfm_why_set(why, CFM_EIO, "state_dir: too long");
-    snprintf(ipvar, sizeof ipvar, "CFM_VM_IP=%s", vm->info.private_ip);
-    if (!(env = agent_env(ipvar))) {
-        err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
-        goto out;
+    if (vm->nwaiters > 0 && !vm->terminating) {
+        cfm_info("driver", "%s: terminating now that it started (SIGTERM to process group %d)",
+                 vm->info.id, vm->pid);
+        start_terminate(vm);
     }
-    args[a++] = d->agent_path;
-    args[a++] = "--vm";
-    args[a++] = vm->info.id;
-    args[a++] = "--broker";
-    args[a++] = d->broker;
-    args[a++] = "--root";
-    args[a++] = vm->info.disk;
-    args[a++] = "--status-interval";
-    args[a++] = STATUS_INTERVAL;
-    for (size_t i = 0; i < d->nargs; i++)
-        args[a++] = d->agent_args[i];
-    args[a] = NULL;
-    /* In the child, in order: stdin from /dev/null, stdout and stderr
-     * appended to the VM's agent.log, the VM's directory as cwd; a session
-     * of its own; no signal blocked or ignored (the manager's own
-     * dispositions are not the agent's). Every other descriptor of ours is
-     * close-on-exec. */
-    sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
-        goto spawn_failed;
-    fa_ok = true;
-    if ((rc = posix_spawnattr_init(&attr)) != 0)
-        goto spawn_failed;
-    attr_ok = true;
-    if ((rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) != 0 ||
-        (rc = posix_spawn_file_actions_addopen(&fa, 1, logpath, O_WRONLY | O_CREAT | O_APPEND,
-                                               0644)) != 0 ||
-        (rc = posix_spawn_file_actions_adddup2(&fa, 1, 2)) != 0 ||
-        (rc = posix_spawn_file_actions_addchdir_np(&fa, dir)) != 0 ||
-        (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                                  POSIX_SPAWN_SETSIGDEF)) != 0 ||
-        (rc = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||
-        (rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0)
-        goto spawn_failed;
-    rc = posix_spawn(&pid, d->agent_path, &fa, &attr, args, env);
-    if (rc != 0)
-        goto spawn_failed;
-    vm->child = true;
-    vm->pid = pid;
-    err = CFM_OK;
-    goto out;
-spawn_failed:
-    cfm_why_set(why, CFM_EIO, "cannot start '%s': %s", d->agent_path, strerror(rc));
-out:
-    if (fa_ok)
-        posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok)
-        posix_spawnattr_destroy(&attr);
-    free(env);
-    return err;
+    reap(vm);
 }
 
 /* Returns CFM_OK with *wait set when r must wait for the process to go. */
@@ -377,14 +295,19 @@ enum cfm_err cfm_local__terminate(struct cfm_driver *d, const char *vm_id, const
     r->vm = vm;
     if (vm->info.state == CFM_VM_TERMINATED)
         return CFM_OK;
-    if (vm->info.state != CFM_VM_RUNNING || (!vm->child && !agent_alive(vm))) {
+    /* Being spawned: waits, so that the agent is not lost (the spawn's end
+     * starts the terminate, cfm_local__after_spawn). */
+    if (!vm->spawn &&
+        (vm->info.state != CFM_VM_RUNNING || (!vm->child && !agent_alive(vm)))) {
         finish_terminate(vm); /* nothing left to stop */
         return CFM_OK;
     }
     if (vm->nwaiters >= LOCAL_MAX_WAITERS)
         return cfm_why_set(&r->why, CFM_ETOOBIG, "%s: %d terminate calls already wait for it",
                            vm_id, LOCAL_MAX_WAITERS);
-    if (!vm->terminating) {
+    if (vm->spawn) {
+        cfm_info("driver", "%s: terminate waits for its agent to start", vm_id);
+    } else if (!vm->terminating) {
         cfm_info("driver", "%s: terminating (SIGTERM to process group %d)", vm_id, vm->pid);
         start_terminate(vm);
     }

@@ -15,6 +15,12 @@
  * (LOCAL_MAX_RECORD) and checked field by field: a record that does not
  * read is logged and its VM not adopted, never half-adopted.
  *
+ * A new VM's first two records are written by the spawn worker on libuv's
+ * thread pool (local_spawn.c), through cfm_local__vm_write on its own copy
+ * of the record: jansson keeps no shared mutable state but its hash seed,
+ * which it sets once with atomic builtins, and the non-durable write
+ * neither logs nor calls strerror(3).
+ *
  * The one thing to know: the record in memory is the truth while the
  * driver runs; a save that fails is logged (cfm_local__vm_save_or_log) and
  * the next save writes the whole record again.
@@ -123,10 +129,10 @@ bool cfm_local__remove_vm_dir(const char *dir, struct cfm_why *why)
     return true;
 }
 
-
 /* Writes text to dir/name through a temporary file and a rename, so a
  * reader (or a crash) sees the old record or the new one, never a part;
- * durable: fsync'd too, file and directory. */
+ * durable: fsync'd too, file and directory. Not durable, it may run on the
+ * thread pool (the spawn worker): it then neither logs nor uses strerror. */
 enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const char *text,
                                      bool durable, struct cfm_why *why)
 {
@@ -134,6 +140,7 @@ enum cfm_err cfm_local__write_atomic(const char *dir, const char *name, const ch
     size_t len = strlen(text), off = 0;
     enum cfm_err err = CFM_EIO;
     int fd = -1, dfd = -1, saved = 0;
+    char ebuf[LOCAL_ERRLEN];
 
     if (!cfm_local__pathf(tmp, "%s/.%s.tmp", dir, name) ||
         !cfm_local__pathf(path, "%s/%s", dir, name))
@@ -170,7 +177,7 @@ out:
     if (err != CFM_OK) {
         saved = errno;
         unlink(tmp);
-        cfm_why_set(why, err, "cannot write '%s': %s", path, strerror(saved));
+        cfm_why_set(why, err, "cannot write '%s': %s", path, cfm_local__strerror(saved, ebuf));
     }
     if (fd >= 0)
         close(fd);
@@ -206,33 +213,40 @@ json_t *cfm_local__read_record(const char *path, struct cfm_why *why)
 
 /* ---- vm.json ------------------------------------------------------------ */
 
-enum cfm_err cfm_local__vm_save(struct cfm_driver *d, struct cfm_local_vm *vm,
-                                struct cfm_why *why)
+enum cfm_err cfm_local__vm_write(const char *dir, const struct cfm_vm_info *info,
+                                 const char *created, int pid, bool terminating,
+                                 struct cfm_why *why)
 {
-    char dir[PATH_MAX];
     enum cfm_err err;
     json_t *vols = json_array(), *rec;
     char *text;
 
-    for (int i = 0; vols && i < vm->info.nvolumes; i++)
-        json_array_append_new(vols, json_string(vm->info.volumes[i]));
+    for (int i = 0; vols && i < info->nvolumes; i++)
+        json_array_append_new(vols, json_string(info->volumes[i]));
     rec = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:s}",
-                    "id", vm->info.id, "key", vm->info.key, "system", vm->info.system,
-                    "vm_class", vm->info.vm_class, "cpu", vm->info.cpu, "memory_mb",
-                    vm->info.memory_mb, "private_ip", vm->info.private_ip, "public_ip",
-                    vm->info.public_ip, "address_id", vm->info.address_id, "volumes", vols,
-                    "pid", vm->pid, "state", cfm_vm_state_name(vm->info.state), "terminating",
-                    vm->terminating, "created", vm->created);
+                    "id", info->id, "key", info->key, "system", info->system, "vm_class",
+                    info->vm_class, "cpu", info->cpu, "memory_mb", info->memory_mb,
+                    "private_ip", info->private_ip, "public_ip", info->public_ip,
+                    "address_id", info->address_id, "volumes", vols, "pid", pid, "state",
+                    cfm_vm_state_name(info->state), "terminating", terminating, "created",
+                    created);
     text = rec ? json_dumps(rec, JSON_INDENT(2)) : NULL;
     json_decref(rec);
     if (!text)
-        return cfm_why_set(why, CFM_ENOMEM, "cannot encode the record of %s", vm->info.id);
-    if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, vm->info.id))
-        err = cfm_why_set(why, CFM_EIO, "state_dir: too long");
-    else
-        err = cfm_local__write_atomic(dir, "vm.json", text, false, why);
+        return cfm_why_set(why, CFM_ENOMEM, "cannot encode the record of %s", info->id);
+    err = cfm_local__write_atomic(dir, "vm.json", text, false, why);
     free(text);
     return err;
+}
+
+enum cfm_err cfm_local__vm_save(struct cfm_driver *d, struct cfm_local_vm *vm,
+                                struct cfm_why *why)
+{
+    char dir[PATH_MAX];
+
+    if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, vm->info.id))
+        return cfm_why_set(why, CFM_EIO, "state_dir: too long");
+    return cfm_local__vm_write(dir, &vm->info, vm->created, vm->pid, vm->terminating, why);
 }
 
 /* Saves, and logs (rather than fails) when the disk refuses: the VM's state

@@ -10,16 +10,20 @@
  * fit the site's capacity; it gets the lowest free .2-.254 of the private
  * /24 and the id "vm-" + 10 random hex digits.
  *
+ * What blocks (the VM's directory, its records, the agent's posix_spawn) is
+ * done on libuv's thread pool by local_spawn.c; run decides everything
+ * first, on the loop, and puts the VM in d->vms as PENDING at once, so the
+ * capacity, the addresses and the key of a VM being spawned are seen by
+ * the runs that come while it is.
+ *
  * The one thing to know: a run that cannot start its agent leaves nothing
  * behind (no record, no directory), so the same key may try again.
  */
 #include "driver_local_int.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "id.h"
 #include "log.h"
@@ -124,27 +128,22 @@ enum cfm_err cfm_local__op_target(struct cfm_driver *d, const char *vm_id, const
     if ((err = cfm_local__check_key(key, why)) != CFM_OK ||
         (err = cfm_local__find_vm(d, vm_id, out, why)) != CFM_OK)
         return err;
+    /* Its records and disk are the spawn worker's until the run answers
+     * (which is where a caller learns its id). */
+    if ((*out)->spawn)
+        return cfm_why_set(why, CFM_EINVAL, "%s is still starting (its run has not answered)",
+                           (*out)->info.id);
     return cfm_id_check(id, what, why);
 }
 
 /* ---- run ------------------------------------------------------------------ */
 
-static void remove_vm_dir(struct cfm_driver *d, const char *id)
-{
-    static const char *const files[] = {"vm.json", "agent.log", "disk", ""};
-    char path[PATH_MAX];
-
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        if (!cfm_local__pathf(path, "%s/vms/%s/%s", d->state_dir, id, files[i]))
-            continue;
-        if (remove(path) != 0 && errno != ENOENT)
-            cfm_warn("driver", "cannot remove '%s': %s", path, strerror(errno));
-    }
-}
-
+/* A random "vm-" + 10 hex digits that no VM of d has. Its directory is made
+ * by the spawn worker, which fails rather than reuse one that exists (a
+ * stray directory whose record did not read: one chance in 2^40 a run). */
 static enum cfm_err new_vm_id(struct cfm_driver *d, char id[CFM_MAX_ID + 1], struct cfm_why *why)
 {
-    char uuid[CFM_UUID_LEN], hex[11], dir[PATH_MAX];
+    char uuid[CFM_UUID_LEN], hex[11];
 
     for (int attempt = 0; attempt < 16; attempt++) {
         size_t k = 0;
@@ -155,14 +154,8 @@ static enum cfm_err new_vm_id(struct cfm_driver *d, char id[CFM_MAX_ID + 1], str
                 hex[k++] = uuid[i];
         hex[k] = '\0';
         snprintf(id, CFM_MAX_ID + 1, "vm-%s", hex);
-        if (find_id(d, id))
-            continue;
-        if (!cfm_local__pathf(dir, "%s/vms/%s", d->state_dir, id))
-            return cfm_why_set(why, CFM_EIO, "state_dir: too long");
-        if (mkdir(dir, 0755) == 0)
+        if (!find_id(d, id))
             return CFM_OK;
-        if (errno != EEXIST)
-            return cfm_why_set(why, CFM_EIO, "cannot create '%s': %s", dir, strerror(errno));
     }
     return cfm_why_set(why, CFM_EIO, "no unused VM id after 16 attempts");
 }
@@ -185,29 +178,31 @@ static enum cfm_err check_spec(const struct cfm_vm_spec *spec, struct cfm_why *w
     return CFM_OK;
 }
 
-void cfm_local__discard(struct cfm_local_vm *vm)
+/* The VM spec->key made: answered now, or with its spawn when that is in
+ * flight (*wait). */
+static enum cfm_err same_key(struct cfm_local_vm *vm, const struct cfm_vm_spec *spec,
+                             struct cfm_local_reply *r, bool *wait)
 {
-    struct cfm_driver *d = vm->d;
-    int host = host_of(d, vm->info.private_ip);
-
-    for (size_t i = 0; i < d->nvms; i++) {
-        if (d->vms[i] == vm) {
-            memmove(d->vms + i, d->vms + i + 1, (d->nvms - i - 1) * sizeof *d->vms);
-            d->nvms--;
-            break;
-        }
+    if (strcmp(vm->info.system, spec->system) != 0 ||
+        strcmp(vm->info.vm_class, spec->vm_class) != 0)
+        return cfm_why_set(&r->why, CFM_EINVAL,
+                           "key %s already made %s (system %s, VM class %s)", spec->key,
+                           vm->info.id, vm->info.system, vm->info.vm_class);
+    if (vm->spawn) {
+        if (cfm_local__spawn_join(vm, r) != CFM_OK)
+            return cfm_why_set(&r->why, CFM_ETOOBIG, "%s: %d run calls already wait for it",
+                               vm->info.id, LOCAL_MAX_WAITERS);
+        *wait = true;
+        return CFM_OK;
     }
-    /* Nothing was made: its address is handed out again, unless a later
-     * run has taken the next one meanwhile. */
-    if (host > 0 && d->last_host == host)
-        d->last_host = host - 1;
-    vm->discarded = true;
-    if (vm->handles == 0)
-        cfm_local__drop_vm(vm);
+    r->vm = vm;
+    return CFM_OK;
 }
 
-enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec,
-                            struct cfm_local_vm **out, struct cfm_why *why)
+/* Admits a new VM for spec: capacity, a private IP, an id; the VM is made
+ * PENDING in d->vms at once, so the next run sees what it holds. */
+static enum cfm_err admit(struct cfm_driver *d, const struct cfm_vm_spec *spec,
+                          struct cfm_local_vm **out, struct cfm_why *why)
 {
     char ip[CFM_MAX_IP];
     int64_t used_cpu = 0, used_mem = 0; /* re-adopted VMs may exceed a shrunk capacity */
@@ -215,17 +210,6 @@ enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec
     enum cfm_err err;
     struct cfm_local_vm *vm;
 
-    if ((err = check_spec(spec, why)) != CFM_OK)
-        return err;
-    if ((vm = find_key(d, spec->key))) {
-        if (strcmp(vm->info.system, spec->system) != 0 ||
-            strcmp(vm->info.vm_class, spec->vm_class) != 0)
-            return cfm_why_set(why, CFM_EINVAL,
-                               "key %s already made %s (system %s, VM class %s)", spec->key,
-                               vm->info.id, vm->info.system, vm->info.vm_class);
-        *out = vm;
-        return CFM_OK;
-    }
     if (d->nvms >= LOCAL_MAX_VMS)
         return cfm_why_set(why, CFM_ETOOBIG,
                            "site %s keeps %d VM records, the most it can (remove directories "
@@ -265,29 +249,55 @@ enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec
         cfm_local__free_vm(vm);
         return err;
     }
-    if (!cfm_local__pathf(vm->info.disk, "%s/vms/%s/disk", d->state_dir, vm->info.id) ||
-        !cfm_local__mkdir_ok(vm->info.disk, 0755) ||
-        (err = cfm_local__vm_save(d, vm, why)) != CFM_OK) {
-        if (err == CFM_OK)
-            err = cfm_why_set(why, CFM_EIO, "cannot create the disk of %s: %s", vm->info.id,
-                              strerror(errno));
-        remove_vm_dir(d, vm->info.id);
+    if (!cfm_local__pathf(vm->info.disk, "%s/vms/%s/disk", d->state_dir, vm->info.id)) {
         cfm_local__free_vm(vm);
-        return err;
+        return cfm_why_set(why, CFM_EIO, "state_dir: too long");
     }
     d->vms[d->nvms++] = vm;
-    if ((err = cfm_local__spawn_agent(d, vm, why)) != CFM_OK) {
-        /* Nothing was made: the same key may try again. */
-        cfm_error("driver", "run %s (key %s): %s", vm->info.id, spec->key, why->text);
-        remove_vm_dir(d, vm->info.id);
+    d->last_host = host_of(d, ip); /* the next VM gets the next address */
+    *out = vm;
+    return CFM_OK;
+}
+
+void cfm_local__discard(struct cfm_local_vm *vm)
+{
+    struct cfm_driver *d = vm->d;
+    int host = host_of(d, vm->info.private_ip);
+
+    for (size_t i = 0; i < d->nvms; i++) {
+        if (d->vms[i] == vm) {
+            memmove(d->vms + i, d->vms + i + 1, (d->nvms - i - 1) * sizeof *d->vms);
+            d->nvms--;
+            break;
+        }
+    }
+    /* Nothing was made: its address is handed out again, unless a later
+     * run has taken the next one meanwhile. */
+    if (host > 0 && d->last_host == host)
+        d->last_host = host - 1;
+    vm->discarded = true;
+    if (vm->handles == 0)
+        cfm_local__drop_vm(vm);
+}
+
+enum cfm_err cfm_local__run(struct cfm_driver *d, const struct cfm_vm_spec *spec,
+                            struct cfm_local_reply *r, bool *wait)
+{
+    enum cfm_err err;
+    struct cfm_local_vm *vm;
+
+    *wait = false;
+    if ((err = check_spec(spec, &r->why)) != CFM_OK)
+        return err;
+    if ((vm = find_key(d, spec->key)))
+        return same_key(vm, spec, r, wait);
+    if ((err = admit(d, spec, &vm, &r->why)) != CFM_OK)
+        return err;
+    if ((err = cfm_local__spawn_start(d, vm, r, &r->why)) != CFM_OK) {
+        cfm_error("driver", "run %s (key %s): %s", vm->info.id, spec->key, r->why.text);
         cfm_local__discard(vm);
         return err;
     }
-    d->last_host = host_of(d, ip); /* made: the next VM gets the next address */
-    vm->info.state = CFM_VM_RUNNING;
-    cfm_local__vm_save_or_log(d, vm);
-    cfm_info("driver", "%s (system %s, class %s, key %s) running as pid %d at %s", vm->info.id,
-             vm->info.system, vm->info.vm_class, vm->info.key, vm->pid, vm->info.private_ip);
-    *out = vm;
+    *wait = true;
     return CFM_OK;
 }

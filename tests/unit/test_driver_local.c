@@ -84,16 +84,24 @@ static void on_event(void *arg, const struct cfm_vm_info *vm)
     uv_stop(&fx->loop); /* let run_until look at once */
 }
 
+/* Keeps an answer (vm NULL on error) in *err_out, *vm_out and why_out. */
+static void keep_answer(enum cfm_err err, const struct cfm_vm_info *vm, const char *why,
+                        enum cfm_err *err_out, struct cfm_vm_info *vm_out,
+                        char why_out[CFM_WHY_MAX])
+{
+    *err_out = err;
+    memset(vm_out, 0, sizeof *vm_out);
+    if (vm)
+        *vm_out = *vm;
+    snprintf(why_out, CFM_WHY_MAX, "%s", why ? why : "");
+}
+
 static void on_vm(void *arg, enum cfm_err err, const struct cfm_vm_info *vm, const char *why)
 {
     struct fx *fx = arg;
 
     fx->answers++;
-    fx->err = err;
-    memset(&fx->vm, 0, sizeof fx->vm);
-    if (vm)
-        fx->vm = *vm;
-    snprintf(fx->why, sizeof fx->why, "%s", why ? why : "");
+    keep_answer(err, vm, why, &fx->err, &fx->vm, fx->why);
     uv_stop(&fx->loop);
 }
 
@@ -308,6 +316,20 @@ static bool environ_has(int pid, const char *var)
     return false;
 }
 
+/* The kernel lets posix_spawn return once the child's exec has replaced its
+ * memory, and publishes the new command line and environment a moment
+ * later (until then /proc/<pid>/cmdline and environ read empty): polled, up
+ * to WAIT_MS. */
+static bool environ_soon_has(int pid, const char *var)
+{
+    uint64_t start = uv_hrtime();
+
+    while (!environ_has(pid, var) && alive(pid) &&
+           uv_hrtime() - start < (uint64_t)WAIT_MS * 1000000)
+        uv_sleep(1);
+    return environ_has(pid, var);
+}
+
 /* Kills (and reaps, when ours) every agent a vm.json names. */
 static void kill_all(const struct fx *fx)
 {
@@ -385,6 +407,37 @@ static int count_vm_dirs(const struct fx *fx)
         dirs += e->d_name[0] != '.';
     closedir(dp);
     return dirs;
+}
+
+/* One call among several in flight: its own answer, counted in fx->answers
+ * too so that run_until can wait for all of them. */
+struct call {
+    struct fx *fx;
+    int answers;
+    enum cfm_err err;
+    struct cfm_vm_info vm;
+    char why[CFM_WHY_MAX];
+    int order; /* fx->answers when it was answered: 1 for the first */
+};
+
+static void on_call(void *arg, enum cfm_err err, const struct cfm_vm_info *vm, const char *why)
+{
+    struct call *c = arg;
+
+    c->answers++;
+    keep_answer(err, vm, why, &c->err, &c->vm, c->why);
+    c->order = ++c->fx->answers;
+    uv_stop(&c->fx->loop);
+}
+
+static enum cfm_err start_run(struct fx *fx, struct call *c, const char *key, const char *cls)
+{
+    struct cfm_vm_spec spec = {.key = key, .system = "shop", .vm_class = cls,
+                               .image = "local", .cpu = 1, .memory_mb = 512};
+
+    memset(c, 0, sizeof *c);
+    c->fx = fx;
+    return ops->run(fx->d, &spec, on_call, c);
 }
 
 /* The pids of the live (not zombie) processes whose command line has
@@ -477,7 +530,7 @@ static void test_run_three(void **state)
         assert_true(alive(pid));
         assert_int_equal(getpgid(pid), pid); /* its own process group */
         snprintf(var, sizeof var, "CFM_VM_IP=%s", ip);
-        assert_true(environ_has(pid, var));
+        assert_true(environ_soon_has(pid, var));
         assert_int_equal(stat(vm[i].disk, &st), 0);
         assert_true(S_ISDIR(st.st_mode));
         PATHF(path, "%s/vms/%s/agent.log", fx->dir, vm[i].id);
@@ -621,9 +674,204 @@ static void test_terminate_stubborn(void **state)
     assert_int_equal(fx->events, 0);
 }
 
+/* ---- runs in flight: the spawn is on libuv's thread pool ---------------- */
+
+#define NRUNS 8 /* more than libuv's 4 pool threads */
+
+static void test_runs_at_once(void **state)
+{
+    struct fx *fx = *state;
+    struct call c[NRUNS];
+    int pid[NRUNS];
+
+    open_ok(fx, "{\"private_net\": \"127.77.6\"}");
+    for (int i = 0; i < NRUNS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "p-%d", i);
+        assert_int_equal(start_run(fx, &c[i], key, "web"), CFM_OK);
+    }
+    /* Admitted at once, each with its own address, PENDING while spawned
+     * (list takes its snapshot when called). */
+    list_vms(fx);
+    assert_int_equal(fx->nlist, NRUNS);
+    for (int i = 0; i < NRUNS; i++) {
+        char ip[CFM_MAX_IP];
+        snprintf(ip, sizeof ip, "127.77.6.%d", i + 2);
+        assert_int_equal(fx->list[i].state, CFM_VM_PENDING);
+        assert_string_equal(fx->list[i].private_ip, ip);
+    }
+    assert_true(run_until(fx, &fx->answers, NRUNS, WAIT_MS));
+    for (int i = 0; i < NRUNS; i++) {
+        assert_int_equal(c[i].answers, 1);
+        if (c[i].err != CFM_OK)
+            fail_msg("run p-%d: %s", i, c[i].why);
+        assert_int_equal(c[i].vm.state, CFM_VM_RUNNING);
+        assert_string_equal(c[i].vm.id, fx->list[i].id);
+        assert_string_equal(c[i].vm.private_ip, fx->list[i].private_ip);
+        pid[i] = vm_pid(fx, c[i].vm.id);
+        assert_true(alive(pid[i]));
+        assert_int_equal(agents_soon_of(c[i].vm.id, NULL), 1);
+        for (int k = 0; k < i; k++) {
+            assert_string_not_equal(c[i].vm.id, c[k].vm.id);
+            assert_int_not_equal(pid[i], pid[k]);
+        }
+    }
+    assert_int_equal(count_vm_dirs(fx), NRUNS);
+    list_vms(fx);
+    for (int i = 0; i < NRUNS; i++)
+        assert_int_equal(fx->list[i].state, CFM_VM_RUNNING);
+    assert_int_equal(fx->events, 0);
+}
+
+/* A run whose VM is terminated (and attached to) before the run answered:
+ * the list that comes first gives the id, and its callback, which runs
+ * before the run's answer (answers come in order), makes the calls. */
+struct midway {
+    struct fx *fx;
+    const char *key;
+    struct call run, term, attach;
+    enum cfm_err term_call;
+    bool seen_pending;
+};
+
+static void on_list_midway(void *arg, const struct cfm_vm_info *vms, size_t n)
+{
+    struct midway *m = arg;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(vms[i].key, m->key) != 0)
+            continue;
+        m->seen_pending = vms[i].state == CFM_VM_PENDING && m->run.answers == 0;
+        m->term_call = ops->terminate(m->fx->d, vms[i].id, "t-1", on_call, &m->term);
+        assert_int_equal(ops->attach_volume(m->fx->d, vms[i].id, "data", "v-1", on_call,
+                                            &m->attach),
+                         CFM_OK);
+    }
+    m->fx->lists++;
+}
+
+static void run_terminate_midway(struct fx *fx, struct midway *m, const char *key)
+{
+    memset(m, 0, sizeof *m);
+    m->fx = m->term.fx = m->attach.fx = fx;
+    m->key = key;
+    m->term_call = CFM_EINVAL;
+    fx->answers = fx->lists = 0;
+    assert_int_equal(start_run(fx, &m->run, key, "web"), CFM_OK);
+    m->run.fx = fx;
+    assert_int_equal(ops->list(fx->d, on_list_midway, m), CFM_OK);
+    assert_true(run_until(fx, &fx->answers, 3, WAIT_MS));
+    fx->answers = 0;
+    assert_int_equal(fx->lists, 1);
+    assert_true(m->seen_pending);
+    assert_int_equal(m->term_call, CFM_OK);
+    /* Its disk is the spawn's until the run answers. */
+    assert_int_equal(m->attach.err, CFM_EINVAL);
+    assert_non_null(strstr(m->attach.why, "still starting"));
+}
+
+static void test_terminate_while_spawning(void **state)
+{
+    struct fx *fx = *state;
+    struct midway m;
+    json_t *j;
+
+    open_ok(fx, NULL);
+    run_terminate_midway(fx, &m, "k-1");
+    if (m.run.err != CFM_OK)
+        fail_msg("run: %s", m.run.why);
+    assert_int_equal(m.run.vm.state, CFM_VM_RUNNING);
+    /* The terminate waited for the agent to start, then ended it. */
+    if (m.term.err != CFM_OK)
+        fail_msg("terminate: %s", m.term.why);
+    assert_true(m.run.order < m.term.order);
+    assert_int_equal(m.term.vm.state, CFM_VM_TERMINATED);
+    assert_string_equal(m.term.vm.id, m.run.vm.id);
+    assert_int_equal(agents_of(m.run.vm.id, NULL), 0);
+    j = read_vm_json(fx, m.run.vm.id);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "terminated");
+    json_decref(j);
+    assert_int_equal(describe(fx, m.run.vm.id), CFM_OK);
+    assert_int_equal(fx->vm.state, CFM_VM_TERMINATED);
+    assert_int_equal(fx->events, 0);
+}
+
+static void test_same_key_while_spawning(void **state)
+{
+    struct fx *fx = *state;
+    struct call a, b, other;
+    int pid = 0;
+
+    open_ok(fx, NULL);
+    assert_int_equal(start_run(fx, &a, "run-2.1", "web"), CFM_OK);
+    assert_int_equal(start_run(fx, &b, "run-2.1", "web"), CFM_OK);
+    assert_int_equal(start_run(fx, &other, "run-2.1", "db"), CFM_OK);
+    assert_true(run_until(fx, &fx->answers, 3, WAIT_MS));
+    /* Refused at once; the two others get the one VM, in order. */
+    assert_int_equal(other.err, CFM_EINVAL);
+    assert_int_equal(other.order, 1);
+    if (a.err != CFM_OK || b.err != CFM_OK)
+        fail_msg("runs: '%s', '%s'", a.why, b.why);
+    assert_true(a.order < b.order);
+    assert_string_equal(a.vm.id, b.vm.id);
+    assert_string_equal(a.vm.private_ip, b.vm.private_ip);
+    assert_int_equal(a.vm.state, CFM_VM_RUNNING);
+    assert_int_equal(b.vm.state, CFM_VM_RUNNING);
+    assert_int_equal(count_vm_dirs(fx), 1);
+    assert_int_equal(agents_soon_of(a.vm.id, &pid), 1);
+    assert_int_equal(pid, vm_pid(fx, a.vm.id));
+    list_vms(fx);
+    assert_int_equal(fx->nlist, 1);
+}
+
+static void test_close_while_spawning(void **state)
+{
+    struct fx *fx = *state;
+    struct call c[NRUNS];
+    int n;
+
+    open_ok(fx, NULL);
+    for (int i = 0; i < NRUNS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "c-%d", i);
+        assert_int_equal(start_run(fx, &c[i], key, "web"), CFM_OK);
+    }
+    /* Closed with every spawn queued or running: the loop runs until each
+     * has come back and the driver is freed; nothing is answered. */
+    ops->close(fx->d);
+    fx->d = NULL;
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_alive(&fx->loop), 0);
+    assert_int_equal(fx->answers, 0);
+    /* A spawn cancelled before it began left nothing; one that was under
+     * way started its agent, recorded RUNNING, and the next open adopts it. */
+    n = count_vm_dirs(fx);
+    assert_true(n <= NRUNS);
+    {
+        char path[PATH_MAX];
+        struct dirent *e;
+        DIR *dp;
+        PATHF(path, "%s/vms", fx->dir);
+        assert_non_null(dp = opendir(path));
+        while ((e = readdir(dp))) /* started: its command line shows (open checks it) */
+            if (e->d_name[0] != '.')
+                assert_int_equal(agents_soon_of(e->d_name, NULL), 1);
+        closedir(dp);
+    }
+    open_ok(fx, NULL);
+    list_vms(fx);
+    assert_int_equal((int)fx->nlist, n);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(fx->list[i].state, CFM_VM_RUNNING);
+        assert_int_equal(agents_of(fx->list[i].id, NULL), 1);
+    }
+    assert_int_equal(fx->events, 0);
+}
+
 static void test_spawn_failure(void **state)
 {
     struct fx *fx = *state;
+    struct midway m;
     char script[PATH_MAX];
     struct cfm_why why = {""};
     FILE *f;
@@ -644,6 +892,14 @@ static void test_spawn_failure(void **state)
     assert_int_equal(run_vm(fx, "k-1", "web", 1, 512), CFM_EIO);
     assert_non_null(strstr(fx->why, "cannot start"));
     assert_int_equal(count_vm_dirs(fx), 0);
+    /* Also for a terminate that waited for it: there is no VM. */
+    run_terminate_midway(fx, &m, "k-1");
+    assert_int_equal(m.run.err, CFM_EIO);
+    assert_int_equal(m.term.err, CFM_ENOTFOUND);
+    assert_non_null(strstr(m.term.why, "could not be started"));
+    assert_int_equal(count_vm_dirs(fx), 0);
+    list_vms(fx);
+    assert_int_equal(fx->nlist, 0);
     /* So the same key may try again. */
     assert_int_equal(chmod(script, 0755), 0);
     assert_int_equal(run_vm(fx, "k-1", "web", 1, 512), CFM_OK);
@@ -1198,7 +1454,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_registry),          T(test_run_three),     T(test_same_key),
         T(test_capacity),          T(test_terminate),     T(test_terminate_stubborn),
-        T(test_spawn_failure),     T(test_kill9_child),   T(test_agent_exits),
+        T(test_spawn_failure),     T(test_runs_at_once),  T(test_terminate_while_spawning),
+        T(test_same_key_while_spawning),                  T(test_close_while_spawning),
+        T(test_kill9_child),       T(test_agent_exits),
         T(test_restart_readopt),   T(test_restart_cut_short),
         T(test_volumes),           T(test_volume_heal),
         T(test_addresses),         T(test_unknown_vm),    T(test_bad_config),
