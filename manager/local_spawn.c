@@ -20,7 +20,11 @@
  *
  * posix_spawn from a pool thread: glibc's clone(CLONE_VM | CLONE_VFORK)
  * suspends only the calling thread until the child has exec'd; the child's
- * signal mask and dispositions are set explicitly, whatever the thread's.
+ * signal mask and dispositions are set explicitly, whatever the thread's,
+ * and it closes every descriptor above 2 before its exec (glibc's closefrom
+ * action): a descriptor the loop holds without close-on-exec at that moment
+ * (libmosquitto's socket has none; a procedure file being read) does not
+ * leak into the agent.
  *
  * Lifetimes: the job is created and queued by cfm_local__spawn_start, is
  * vm->spawn while queued or running, and is freed by on_done, which libuv
@@ -180,9 +184,9 @@ static void undo(struct cfm_local_spawn *job)
 }
 
 /* posix_spawn of the agent, in the child in order: stdin from /dev/null,
- * stdout and stderr appended to agent.log, the VM's directory as cwd; a
- * session of its own; no signal blocked or ignored (the manager's own
- * dispositions are not the agent's). */
+ * stdout and stderr appended to agent.log, every other descriptor closed,
+ * the VM's directory as cwd; a session of its own; no signal blocked or
+ * ignored (the manager's own dispositions are not the agent's). */
 static enum cfm_err spawn_agent(struct cfm_local_spawn *job)
 {
     posix_spawn_file_actions_t fa;
@@ -207,6 +211,7 @@ static enum cfm_err spawn_agent(struct cfm_local_spawn *job)
         (rc = posix_spawn_file_actions_addopen(&fa, 1, job->log, O_WRONLY | O_CREAT | O_APPEND,
                                                0644)) != 0 ||
         (rc = posix_spawn_file_actions_adddup2(&fa, 1, 2)) != 0 ||
+        (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
         (rc = posix_spawn_file_actions_addchdir_np(&fa, job->dir)) != 0 ||
         (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
                                                   POSIX_SPAWN_SETSIGDEF)) != 0 ||

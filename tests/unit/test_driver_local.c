@@ -480,6 +480,31 @@ static int agents_of(const char *id, int *pid)
     return n;
 }
 
+/* True when a descriptor of pid is open on path. */
+static bool has_fd_on(int pid, const char *path)
+{
+    char dir[64], fdpath[PATH_MAX], target[PATH_MAX];
+    struct dirent *e;
+    bool found = false;
+    DIR *dp;
+
+    PATHF(dir, "/proc/%d/fd", pid);
+    if (!(dp = opendir(dir)))
+        return false;
+    while (!found && (e = readdir(dp))) {
+        ssize_t n;
+        if (e->d_name[0] == '.')
+            continue;
+        PATHF(fdpath, "%s/%s", dir, e->d_name);
+        if ((n = readlink(fdpath, target, sizeof target - 1)) <= 0)
+            continue;
+        target[n] = '\0';
+        found = strcmp(target, path) == 0;
+    }
+    closedir(dp);
+    return found;
+}
+
 /* agents_of(id) once its command line is published (see environ_soon_has):
  * waits up to WAIT_MS for at least one agent. */
 static int agents_soon_of(const char *id, int *pid)
@@ -683,7 +708,13 @@ static void test_runs_at_once(void **state)
     struct fx *fx = *state;
     struct call c[NRUNS];
     int pid[NRUNS];
+    char marker[PATH_MAX];
+    int fd;
 
+    /* A descriptor of ours without close-on-exec (libmosquitto's socket is
+     * one), open while the agents start. */
+    PATHF(marker, "%s/marker", fx->dir);
+    assert_true((fd = open(marker, O_WRONLY | O_CREAT, 0644)) >= 0);
     open_ok(fx, "{\"private_net\": \"127.77.6\"}");
     for (int i = 0; i < NRUNS; i++) {
         char key[16];
@@ -711,11 +742,13 @@ static void test_runs_at_once(void **state)
         pid[i] = vm_pid(fx, c[i].vm.id);
         assert_true(alive(pid[i]));
         assert_int_equal(agents_soon_of(c[i].vm.id, NULL), 1);
+        assert_false(has_fd_on(pid[i], marker)); /* inherits only 0, 1 and 2 */
         for (int k = 0; k < i; k++) {
             assert_string_not_equal(c[i].vm.id, c[k].vm.id);
             assert_int_not_equal(pid[i], pid[k]);
         }
     }
+    close(fd);
     assert_int_equal(count_vm_dirs(fx), NRUNS);
     list_vms(fx);
     for (int i = 0; i < NRUNS; i++)
