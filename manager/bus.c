@@ -138,6 +138,8 @@ static void on_poll(uv_poll_t *poll, int status, int events)
      * behind only ends the batch early, and level-triggered polling wakes
      * us again if more is there). Reading on after EAGAIN would cost a
      * failed read(2) for every remaining turn of the batch. */
+    if ((events & UV_READABLE) && bus->cb.on_read)
+        bus->cb.on_read(bus->cb.arg, true);
     for (int i = 0; rc == MOSQ_ERR_SUCCESS && (events & UV_READABLE) && i < READS_PER_WAKE &&
                     bus->conn == c && !bus->closing;
          i++) {
@@ -146,6 +148,8 @@ static void on_poll(uv_poll_t *poll, int status, int events)
         if (rc == MOSQ_ERR_SUCCESS && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
     }
+    if ((events & UV_READABLE) && bus->cb.on_read)
+        bus->cb.on_read(bus->cb.arg, false);
     bus->dispatching = false;
     if (bus->closing) {
         finish_close(bus); /* asked for by a callback */

@@ -37,6 +37,9 @@ struct cfm_bus_callbacks {
     /* The broker acknowledged the QoS 1 publish mid; ok is false when the
      * broker refused it (MQTT 5 reason code >= 0x80, e.g. not authorized). */
     void (*on_ack)(void *arg, int mid, bool ok);
+    /* Optional: called with begin true before the bus reads what a wake-up
+     * brought (one on_message per message read), and with false after. */
+    void (*on_read)(void *arg, bool begin);
 };
 
 struct cfm_bus_opts {
