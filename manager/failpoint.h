@@ -13,6 +13,9 @@
  *   journaled  the journal entry is committed (the kill comes right after
  *              the commit of the transaction that wrote it)
  *
+ * and apply_object:N:done, the N-th object from another site applied, in
+ * the transaction of the bus read it came in, not yet committed.
+ *
  * Without the variable every failpoint is one comparison.
  */
 #ifndef CFM_FAILPOINT_H

@@ -573,6 +573,7 @@ void cfm_replica_on_obj(struct cfm_replica *r, const struct cfm_topic *t, const 
     }
     if (in->version > r->clock)
         r->clock = in->version;
+    cfm_failpoint("apply_object", "done"); /* applied; the read's transaction is still open */
     cfm_debug("replica", "applied %s/%s/%s v%llu from %s", t->system, t->name, t->id,
               (unsigned long long)in->version, in->origin);
     if (in->kind == CFM_KIND_BUSINESS_SYSTEM && r->on_system)
