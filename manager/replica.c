@@ -430,8 +430,11 @@ static int by_kind_id(const void *a, const void *b)
  * quadratic (a tenth of a second at the site that loads it). */
 static ptrdiff_t find(const struct stored_list *l, const struct cfm_obj *want)
 {
-    struct cfm_obj *const *hit = bsearch(&want, l->objs, l->n, sizeof *l->objs, by_kind_id);
+    struct cfm_obj *const *hit;
 
+    if (!l->n)
+        return -1; /* no array at all: bsearch must not see NULL */
+    hit = bsearch(&want, l->objs, l->n, sizeof *l->objs, by_kind_id);
     return hit ? hit - l->objs : -1;
 }
 
