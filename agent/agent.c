@@ -60,6 +60,9 @@ struct cfm_agent {
     struct cfm_agent_answers *answers;
     uv_timer_t status_timer;
     uv_timer_t stop_timer;
+    uv_timer_t procs_timer; /* stopping: are the VM's processes gone yet? */
+    unsigned procs_pause_ms;
+    bool procs_gone;
     struct running *running;
     unsigned nrunning; /* requests in the running list */
     unsigned ncommands; /* ... of them exec */
@@ -403,13 +406,14 @@ static void on_status_timer(uv_timer_t *t)
 
 static void maybe_finish(struct cfm_agent *a)
 {
-    if (a->closed || !a->offline_done || a->nrunning > 0)
+    if (a->closed || !a->offline_done || a->nrunning > 0 || !a->procs_gone)
         return;
     a->closed = true;
     cfm_bus_close(a->bus);
     a->bus = NULL;
     uv_close((uv_handle_t *)&a->status_timer, NULL);
     uv_close((uv_handle_t *)&a->stop_timer, NULL);
+    uv_close((uv_handle_t *)&a->procs_timer, NULL);
     cfm_info("agent", "vm %s stopped", a->cfg.vm);
     if (a->on_stopped)
         a->on_stopped(a->stopped_arg);
@@ -426,9 +430,27 @@ static void on_ack(void *arg, int mid, bool ok)
     }
 }
 
+/* Stopping with stop_vm_processes: polls until no process of the VM is
+ * left (1 ms, doubling to 50 ms: a service stops in a millisecond or two,
+ * and a scan of /proc costs about that much). */
+static void on_procs_tick(uv_timer_t *t)
+{
+    struct cfm_agent *a = t->data;
+
+    if (cfm_agent_exec_kill_vm(a->cfg.vm, 0) == 0) {
+        a->procs_gone = true;
+        maybe_finish(a);
+        return;
+    }
+    uv_timer_start(&a->procs_timer, on_procs_tick, a->procs_pause_ms, 0);
+    if (a->procs_pause_ms < 50)
+        a->procs_pause_ms *= 2;
+}
+
 static void on_stop_timeout(uv_timer_t *t)
 {
     struct cfm_agent *a = t->data;
+    unsigned left;
 
     if (!a->offline_done)
         cfm_warn("agent", "the broker did not take the offline status in time; stopping anyway");
@@ -436,8 +458,11 @@ static void on_stop_timeout(uv_timer_t *t)
         cfm_warn("agent", "%u killed commands have not exited; stopping anyway", a->ncommands);
     for (struct running *r = a->running; r; r = r->next)
         abort_running(r);
-    /* What the commands left running (services) is the VM's: stop it too. */
-    cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM);
+    if (!a->procs_gone && (left = cfm_agent_exec_kill_vm(a->cfg.vm, SIGKILL)) > 0)
+        cfm_warn("agent", "%u processes of vm %s ignored SIGTERM for %d ms: SIGKILL", left,
+                 a->cfg.vm, STOP_GRACE_MS);
+    uv_timer_stop(&a->procs_timer);
+    a->procs_gone = true;
     a->offline_done = true;
     maybe_finish(a);
 }
@@ -452,8 +477,15 @@ void cfm_agent_stop(struct cfm_agent *a)
     uv_timer_stop(&a->status_timer);
     for (struct running *r = a->running; r; r = r->next)
         abort_running(r);
-    /* What the commands left running (services) is the VM's: stop it too. */
-    cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM);
+    /* The agent that is its VM takes the VM's processes (its services)
+     * with it, and exits once they are gone: whoever stopped the VM may
+     * hand its volumes to another at once. */
+    a->procs_gone = !a->cfg.stop_vm_processes ||
+                    cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM) == 0;
+    if (!a->procs_gone) {
+        a->procs_pause_ms = 1;
+        uv_timer_start(&a->procs_timer, on_procs_tick, a->procs_pause_ms, 0);
+    }
     if (cfm_bus_connected(a->bus)) {
         a->stop_mid = -1;
         publish(a, a->status_topic, a->will, strlen(a->will), true, &a->stop_mid);
@@ -520,7 +552,8 @@ enum cfm_err cfm_agent_start(uv_loop_t *loop, const struct cfm_agent_config *cfg
     }
     uv_timer_init(loop, &a->status_timer);
     uv_timer_init(loop, &a->stop_timer);
-    a->status_timer.data = a->stop_timer.data = a;
+    uv_timer_init(loop, &a->procs_timer);
+    a->status_timer.data = a->stop_timer.data = a->procs_timer.data = a;
     uv_timer_start(&a->status_timer, on_status_timer, cfg->status_interval_s * 1000u,
                    cfg->status_interval_s * 1000u);
     cfm_info("agent", "vm %s started (broker %s:%d, disk %s)", cfg->vm, cfg->broker_host,

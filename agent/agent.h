@@ -7,6 +7,7 @@
 #define CFM_AGENT_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <uv.h>
 
 #include "bounds.h"
@@ -26,6 +27,10 @@ struct cfm_agent_config {
     char root[PATH_MAX];      /* the VM's disk, resolved (realpath) */
     char state_dir[PATH_MAX]; /* the agent's own files, normally <root>/.cfm-agent */
     unsigned status_interval_s;
+    /* --stop-vm-processes: the agent is the VM (the local driver's VMs):
+     * when it stops, so does every process of the VM, and it exits once
+     * they are gone. Without it a VM's services outlive the agent. */
+    bool stop_vm_processes;
 };
 
 struct cfm_agent;
@@ -41,8 +46,10 @@ enum cfm_err cfm_agent_start(uv_loop_t *loop, const struct cfm_agent_config *cfg
 
 /* Stops: kills the commands still running (their answer says the agent
  * stopped), ends the HTTP requests in flight (their answer says so too),
- * publishes the offline status, waits (up to 2 s) for the broker to take
- * it, then disconnects cleanly and closes every handle. */
+ * with stop_vm_processes SIGTERMs every process of the VM, publishes the
+ * offline status, waits (up to 2 s in all) for the broker to take it and
+ * for those processes to be gone, then disconnects cleanly and closes
+ * every handle. */
 void cfm_agent_stop(struct cfm_agent *agent);
 
 /* Frees a stopped agent; NULL is allowed. */

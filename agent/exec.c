@@ -418,15 +418,16 @@ static void init_stream(uv_loop_t *loop, struct cfm_agent_exec *x, struct stream
  * environment (commands get it, their children inherit it): those are
  * the VM's processes, found by their environment rather than by process
  * group ids, which the system may have given to someone else since. */
-void cfm_agent_exec_kill_vm(const char *vm, int sig)
+unsigned cfm_agent_exec_kill_vm(const char *vm, int sig)
 {
     char want[CFM_MAX_ID + 16], path[64], env[65536];
+    unsigned found = 0;
     size_t wlen;
     struct dirent *d;
     DIR *proc = opendir("/proc");
 
     if (!proc)
-        return;
+        return 0;
     wlen = (size_t)snprintf(want, sizeof want, "CFM_VM=%s", vm) + 1; /* with its NUL */
     while ((d = readdir(proc))) {
         char *end;
@@ -443,12 +444,15 @@ void cfm_agent_exec_kill_vm(const char *vm, int sig)
         close(fd);
         for (ssize_t i = 0; n > 0 && i + (ssize_t)wlen <= n; i++) {
             if ((i == 0 || env[i - 1] == '\0') && memcmp(env + i, want, wlen) == 0) {
-                kill((pid_t)pid, sig);
+                if (sig)
+                    kill((pid_t)pid, sig);
+                found++;
                 break;
             }
         }
     }
     closedir(proc);
+    return found;
 }
 
 enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *root,

@@ -42,7 +42,9 @@ void cfm_agent_exec_abort(struct cfm_agent_exec *x, const char *reason);
 
 /* Sends sig to every process of VM vm (those whose environment carries
  * CFM_VM=<vm>: commands and what they left running, e.g. services), so a
- * VM's processes stop with its agent. */
-void cfm_agent_exec_kill_vm(const char *vm, int sig);
+ * VM's processes stop with its agent; sig 0 sends nothing. Returns how
+ * many there are (a process that has exited and awaits its parent's wait
+ * has no environment left, and does not count). */
+unsigned cfm_agent_exec_kill_vm(const char *vm, int sig);
 
 #endif

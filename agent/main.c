@@ -29,6 +29,7 @@ static const char usage[] =
     "usage: cfm-agent --vm ID --broker HOST:PORT --root DIR\n"
     "                 [--username NAME --password-file FILE] [--status-interval SECONDS]\n"
     "                 [--state-dir DIR] [--log-level debug|info|warn|error]\n"
+    "                 [--stop-vm-processes]\n"
     "Runs commands and writes files on this VM for cfm; see docs/agent.md.\n";
 
 struct stopper {
@@ -78,6 +79,7 @@ static enum cfm_err parse_args(int argc, char **argv, struct cfm_agent_config *c
         {"status-interval", required_argument, NULL, 'i'},
         {"state-dir", required_argument, NULL, 's'},
         {"log-level", required_argument, NULL, 'l'},
+        {"stop-vm-processes", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -124,6 +126,7 @@ static enum cfm_err parse_args(int argc, char **argv, struct cfm_agent_config *c
                 return cfm_why_set(why, CFM_ECONFIG,
                                    "--log-level: must be debug, info, warn or error");
             break;
+        case 'k': cfg->stop_vm_processes = true; break;
         case 'h': return CFM_EINVAL;
         case ':':
             return cfm_why_set(why, CFM_ECONFIG, "%s: needs a value", argv[optind - 1]);
@@ -212,7 +215,8 @@ int main(int argc, char **argv)
         uv_signal_start(&st.intr, on_signal, SIGINT);
         uv_run(&loop, UV_RUN_DEFAULT);
         cfm_agent_free(st.agent);
-        cfm_agent_exec_kill_vm(cfg.vm, SIGKILL); /* whatever ignored the SIGTERM */
+        if (cfg.stop_vm_processes)
+            cfm_agent_exec_kill_vm(cfg.vm, SIGKILL); /* whatever ignored the SIGTERM */
     }
     if (uv_loop_close(&loop) != 0) {
         cfm_error("agent", "handles were left open at exit");

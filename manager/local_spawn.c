@@ -57,7 +57,7 @@
 extern char **environ;
 
 #define STATUS_INTERVAL "2" /* agents' --status-interval */
-#define MAX_ARGV (9 + LOCAL_MAX_AGENT_ARGS)
+#define MAX_ARGV (10 + LOCAL_MAX_AGENT_ARGS)
 
 struct cfm_local_spawn {
     uv_work_t work;                 /* work.data: the job */
@@ -134,7 +134,7 @@ static char **agent_env(const char *ipvar)
 
 /* The agent's command line, copied:
  *   <agent_path> --vm <id> --broker <HOST:PORT> --root <disk>
- *                --status-interval 2 [agent_args...] */
+ *                --status-interval 2 --stop-vm-processes [agent_args...] */
 static char **agent_argv(const struct cfm_driver *d, const struct cfm_local_vm *vm)
 {
     const char *args[MAX_ARGV];
@@ -149,6 +149,7 @@ static char **agent_argv(const struct cfm_driver *d, const struct cfm_local_vm *
     args[a++] = vm->info.disk;
     args[a++] = "--status-interval";
     args[a++] = STATUS_INTERVAL;
+    args[a++] = "--stop-vm-processes"; /* the agent is the VM */
     for (size_t i = 0; i < d->nargs && a < MAX_ARGV; i++)
         args[a++] = d->agent_args[i];
     return pack_strings(args, a);

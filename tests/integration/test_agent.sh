@@ -36,9 +36,9 @@ online_or_dead() {  # the agent with pid $1 is online, or has died
     ! kill -0 "$1" 2>/dev/null || status_has "\"state\":\"online\",\"vm\":\"$VM\",\"pid\":$1,"
 }
 
-start_agent() {
+start_agent() {    # start_agent [FLAG...]
     "$CFM_BUILD/cfm-agent" --vm "$VM" --broker "127.0.0.1:$PORT" --root "$ROOT" \
-        --status-interval 1 --log-level debug >>"$TMP/agent-vm1.log" 2>&1 &
+        --status-interval 1 --log-level debug "$@" >>"$TMP/agent-vm1.log" 2>&1 &
     PIDS[agent-vm1]=$!
     wait_until 15 "agent vm1 online" online_or_dead "${PIDS[agent-vm1]}"
     kill -0 "${PIDS[agent-vm1]}" 2>/dev/null || fail "the agent died at start-up"
@@ -351,6 +351,34 @@ wait_until 10 "the answer to last-get" answers last-get
 assert_contains "$(answers last-get)" '"ok":true,"status":0,"error":"the agent stopped before an answer came"' "the stopped GET's answer"
 # A GET's answer is kept in memory only: made again after a restart.
 assert_eq 0 "$(find "$ROOT/.cfm-agent/answers" -name 'h*.json' -o -name 'last-get.json' | wc -l)" "GET answers on disk"
+
+# A "service": started in the background by a command, it takes 300 ms to
+# stop on SIGTERM (its trap sleeps, then says it stopped cleanly), and
+# writes its pid first.
+SERVICE='{"id":"ID","op":"exec","shell":"sh -c '"'"'trap \"sleep 0.3; echo clean > svc.stopped; exit 0\" TERM; echo $$ > svc.pid; while :; do sleep 0.05; done'"'"' >/dev/null 2>&1 </dev/null &"}'
+alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+step "without --stop-vm-processes (a real VM): the VM's services outlive a restart of the agent"
+start_agent
+rm -f "$ROOT/svc.pid"
+req s1 "${SERVICE/ID/s1}" >/dev/null
+wait_until 10 "the service's pid" test -s "$ROOT/svc.pid"
+svc=$(cat "$ROOT/svc.pid")
+stop_agent
+alive "$svc" || fail "the service $svc died with the agent"
+kill -TERM "$svc"
+wait_until 10 "the service to stop" sh -c "! kill -0 $svc 2>/dev/null || [ \"\$(awk '{print \$3}' /proc/$svc/stat)\" = Z ]"
+
+step "with --stop-vm-processes (the agent is the VM): it exits once the VM's services are gone"
+start_agent --stop-vm-processes
+rm -f "$ROOT/svc.pid" "$ROOT/svc.stopped"
+req s2 "${SERVICE/ID/s2}" >/dev/null
+wait_until 10 "the service's pid" test -s "$ROOT/svc.pid"
+svc=$(cat "$ROOT/svc.pid")
+stop_agent
+alive "$svc" && fail "the agent exited while the VM's service $svc was still stopping"
+assert_eq clean "$(cat "$ROOT/svc.stopped" 2>/dev/null)" "the service's own clean stop, before the agent exited"
+
 if grep -E "handles were left open|runtime error|Sanitizer" "$TMP/agent-vm1.log"; then
     fail "the agent's log reports a leak or undefined behaviour"
 fi
