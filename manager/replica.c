@@ -415,17 +415,7 @@ static bool collect(void *arg, const struct cfm_obj *obj)
     return true;
 }
 
-static int by_kind_id(const void *a, const void *b)
-{
-    const struct cfm_obj *x = *(const struct cfm_obj *const *)a;
-    const struct cfm_obj *y = *(const struct cfm_obj *const *)b;
-
-    if (x->kind != y->kind)
-        return x->kind < y->kind ? -1 : 1;
-    return strcmp(x->id, y->id);
-}
-
-/* The index of want's stored object in l (sorted by by_kind_id), or -1:
+/* The index of want's stored object in l (sorted by cfm_obj_cmp_kind_id), or -1:
  * a system of 10,000 objects is 10,000 lookups, which a scan made
  * quadratic (a tenth of a second at the site that loads it). */
 static ptrdiff_t find(const struct stored_list *l, const struct cfm_obj *want)
@@ -434,7 +424,7 @@ static ptrdiff_t find(const struct stored_list *l, const struct cfm_obj *want)
 
     if (!l->n)
         return -1; /* no array at all: bsearch must not see NULL */
-    hit = bsearch(&want, l->objs, l->n, sizeof *l->objs, by_kind_id);
+    hit = bsearch(&want, l->objs, l->n, sizeof *l->objs, cfm_obj_cmp_kind_id);
     return hit ? hit - l->objs : -1;
 }
 
@@ -479,7 +469,7 @@ enum cfm_err cfm_replica_load(struct cfm_replica *r, const struct cfm_sysdesc *d
         goto out;
     }
     if (stored.n > 1)
-        qsort(stored.objs, stored.n, sizeof *stored.objs, by_kind_id);
+        qsort(stored.objs, stored.n, sizeof *stored.objs, cfm_obj_cmp_kind_id);
     for (size_t i = 0; i < desc->count; i++) {
         ptrdiff_t k = find(&stored, desc->objs[i]);
         struct cfm_obj *old = k >= 0 ? stored.objs[k] : NULL;

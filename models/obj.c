@@ -248,6 +248,16 @@ enum cfm_err cfm_obj_validate_body(enum cfm_kind kind, const json_t *body, struc
     return cfm_models__check_body(kind, NULL, body, "", why);
 }
 
+int cfm_obj_cmp_kind_id(const void *pa, const void *pb)
+{
+    const struct cfm_obj *a = *(const struct cfm_obj *const *)pa;
+    const struct cfm_obj *b = *(const struct cfm_obj *const *)pb;
+
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    return strcmp(a->id, b->id);
+}
+
 int cfm_obj_cmp_version(const struct cfm_obj *a, const struct cfm_obj *b)
 {
     int c;

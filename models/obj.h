@@ -62,6 +62,10 @@ enum cfm_err cfm_obj_from_json(const json_t *json, struct cfm_obj **out, struct 
  * Returns CFM_OK or CFM_EINVAL with why naming the field. */
 enum cfm_err cfm_obj_validate_body(enum cfm_kind kind, const json_t *body, struct cfm_why *why);
 
+/* Orders objects by (kind, id): a qsort/bsearch comparator of two
+ * `struct cfm_obj *` (pa and pb point at the pointers). */
+int cfm_obj_cmp_kind_id(const void *pa, const void *pb);
+
 /* Orders two writes of the same object: by version, then by origin (strcmp).
  * Returns <0, 0, >0 like strcmp; the greater one wins everywhere. */
 int cfm_obj_cmp_version(const struct cfm_obj *a, const struct cfm_obj *b);

@@ -22,16 +22,6 @@
 
 #define WHERE_LEN 160 /* "objects.<Kind>.<id>" and a field name fit */
 
-static int cmp_obj(const void *pa, const void *pb)
-{
-    const struct cfm_obj *a = *(const struct cfm_obj *const *)pa;
-    const struct cfm_obj *b = *(const struct cfm_obj *const *)pb;
-
-    if (a->kind != b->kind)
-        return a->kind < b->kind ? -1 : 1;
-    return strcmp(a->id, b->id);
-}
-
 /* Index of (kind, id) in the sorted list, or -1. */
 static long find_obj(struct cfm_obj **list, size_t n, enum cfm_kind kind, const char *id)
 {
@@ -39,7 +29,7 @@ static long find_obj(struct cfm_obj **list, size_t n, enum cfm_kind kind, const 
     struct cfm_obj *pkey = &key, **hit;
 
     snprintf(key.id, sizeof key.id, "%s", id);
-    hit = bsearch(&pkey, list, n, sizeof *list, cmp_obj);
+    hit = bsearch(&pkey, list, n, sizeof *list, cfm_obj_cmp_kind_id);
     return hit ? (long)(hit - list) : -1;
 }
 
@@ -300,7 +290,7 @@ enum cfm_err cfm_sysdesc_parse(const char *text, size_t len, struct cfm_sysdesc 
             if ((err = add_object(id, kind, key, body, list, &n, why)))
                 goto out;
     }
-    qsort(list, n, sizeof *list, cmp_obj);
+    qsort(list, n, sizeof *list, cfm_obj_cmp_kind_id);
 
     /* Passes 2 and 3: references, then cycles among the (contiguous) elements. */
     for (e0 = 0; e0 < n && list[e0]->kind != CFM_KIND_ELEMENT; e0++)
