@@ -5,10 +5,10 @@
  * malformed is logged and dropped here or in that module: input never stops
  * the manager.
  *
- * Membership: every manager watches all BusinessSystem objects
- * (cfm/v1/sys/+/obj/BusinessSystem/+); a system whose "sites" names this
- * site is subscribed as a whole (cfm/v1/sys/<id>/#) and unsubscribed when
- * it no longer does.
+ * This file starts and stops the manager and holds the bus's callbacks;
+ * membership (which systems this site subscribes to) is in membership.c,
+ * the runs events start and the engine's hooks in manager_runs.c, and
+ * struct cfm_manager in manager_int.h.
  */
 #include "manager.h"
 
@@ -32,17 +32,15 @@
 #include "engine.h"
 #include "failpoint.h"
 #include "journal.h"
-#include "event.h"
 #include "health.h"
 #include "id.h"
 #include "log.h"
+#include "manager_int.h"
 #include "policy.h"
 #include "replica.h"
-#include "rules.h"
 #include "store.h"
 #include "sync.h"
 #include "topic.h"
-#include "vmapi.h"
 
 #define STOP_GRACE_MS 2000
 #define BRIDGE_STATE_PREFIX "$SYS/broker/connection/"
@@ -52,46 +50,6 @@
 /* Unacknowledged publishes (each held by libmosquitto) that make a burst
  * worth giving memory back after: see on_trim_timer. */
 #define TRIM_BACKLOG 1000
-
-/* Systems kept parsed: every event names its system, and reading and
- * parsing its body again for each cost a tenth of an event hop. */
-#define SYSTEM_CACHE 16
-
-struct cfm_manager {
-    uv_loop_t *loop;
-    struct cfm_config cfg;
-    int argc;
-    char **argv;
-    struct cfm_store *store;
-    struct cfm_bus *bus;
-    struct cfm_replica *replica;
-    struct cfm_sync *sync;
-    struct cfm_engine *engine;
-    struct cfm_policy *policy;
-    struct cfm_api_ctx api;
-    char bin_dir[PATH_MAX + 16];
-    uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t stop_timer;
-    /* Runs that began waiting: their record is written once they have
-     * waited RECORD_WAIT_MS (most waits of a busy run are shorter). */
-    uv_timer_t record_timer;
-    /* Acknowledged outbox rows not taken by a transaction within ACK_MS. */
-    uv_timer_t ack_timer;
-    char (*waiting)[CFM_MAX_ID + 1];
-    size_t nwaiting, capwaiting;
-    /* Parsed BusinessSystem objects (system_of). */
-    struct cfm_obj *systems[SYSTEM_CACHE];
-    size_t nsystems, next_evict;
-    uint64_t systems_writes;
-    uv_timer_t trim_timer;
-    size_t backlog_peak;         /* most unacknowledged publishes since the last trim */
-    int stop_mid;
-    bool stopping;
-    bool reading;   /* the bus is reading a wake-up's messages (on_read) */
-    bool obj_batch; /* ... and holds a transaction for the objects among them */
-    char will[256];
-    char status_topic[CFM_MAX_TOPIC + 1];
-};
 
 static void publish_json(struct cfm_manager *m, const char *topic, json_t *json, bool retain,
                          int *mid)
@@ -107,109 +65,6 @@ static void publish_json(struct cfm_manager *m, const char *topic, json_t *json,
     msg.len = strlen(text);
     cfm_bus_publish(m->bus, &msg, mid);
     free(text);
-}
-
-static void forget_systems(struct cfm_manager *m)
-{
-    for (size_t i = 0; i < m->nsystems; i++)
-        cfm_obj_free(m->systems[i]);
-    m->nsystems = m->next_evict = 0;
-}
-
-/* The BusinessSystem id as stored (tombstone included), or NULL. Borrowed:
- * valid until the next call (which may find that systems were written and
- * read them again). */
-static const struct cfm_obj *system_of(struct cfm_manager *m, const char *id)
-{
-    uint64_t writes = cfm_store_kind_writes(m->store, CFM_KIND_BUSINESS_SYSTEM);
-    struct cfm_obj *sys = NULL;
-    size_t slot;
-
-    if (writes != m->systems_writes) {
-        forget_systems(m);
-        m->systems_writes = writes;
-    }
-    for (size_t i = 0; i < m->nsystems; i++)
-        if (strcmp(m->systems[i]->id, id) == 0)
-            return m->systems[i];
-    if (cfm_store_get(m->store, id, CFM_KIND_BUSINESS_SYSTEM, id, &sys) != CFM_OK)
-        return NULL;
-    if (m->nsystems < SYSTEM_CACHE) {
-        slot = m->nsystems++;
-    } else {
-        slot = m->next_evict++ % SYSTEM_CACHE;
-        cfm_obj_free(m->systems[slot]);
-    }
-    m->systems[slot] = sys;
-    return sys;
-}
-
-static bool is_member(const struct cfm_obj *sys, const char *site)
-{
-    json_t *v;
-    size_t i;
-
-    if (sys->deleted)
-        return false;
-    json_array_foreach(json_object_get(sys->body, "sites"), i, v)
-        if (json_is_string(v) && strcmp(json_string_value(v), site) == 0)
-            return true;
-    return false;
-}
-
-/* The topics of a member system. Its objects are subscribed with MQTT 5
- * "no local": a manager never needs its own object messages back (they are
- * most of its traffic); events, digests and runs it publishes itself must
- * come back (its own runs wait on its own events). */
-#define MEMBER_TOPICS 4
-static void member_patterns(const char *system, char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1])
-{
-    snprintf(p[0], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/event/#", system);
-    snprintf(p[1], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/obj/#", system);
-    snprintf(p[2], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/sync", system);
-    snprintf(p[3], CFM_MAX_TOPIC + 1, CFM_TOPIC_ROOT "/sys/%s/run/#", system);
-}
-
-static void on_system(void *arg, const struct cfm_obj *sys)
-{
-    struct cfm_manager *m = arg;
-    char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1];
-
-    member_patterns(sys->id, p);
-    if (is_member(sys, m->cfg.site)) {
-        if (cfm_bus_subscribed(m->bus, p[0]))
-            return;
-        cfm_bus_subscribe(m->bus, p[0]);
-        cfm_bus_subscribe_no_local(m->bus, p[1]);
-        cfm_bus_subscribe(m->bus, p[2]);
-        cfm_bus_subscribe(m->bus, p[3]);
-        /* Joined (or started): catch up with the peers. */
-        if (cfm_bus_connected(m->bus)) {
-            cfm_info("manager", "site %s is a member of system %s; catching up", m->cfg.site,
-                     sys->id);
-            cfm_sync_announce(m->sync, sys->id);
-        }
-    } else if (cfm_bus_subscribed(m->bus, p[0])) {
-        for (int i = 0; i < MEMBER_TOPICS; i++)
-            cfm_bus_unsubscribe(m->bus, p[i]);
-        cfm_info("manager", "site %s is no longer a member of system %s", m->cfg.site, sys->id);
-    }
-}
-
-static bool subscribe_member(void *arg, const struct cfm_obj *sys)
-{
-    on_system(arg, sys);
-    return true;
-}
-
-/* Membership as subscribed (kept by on_system from every BusinessSystem
- * seen): no store read on the hot path of every message. */
-static bool member_of(struct cfm_manager *m, const char *system)
-{
-    char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1];
-
-    member_patterns(system, p);
-    return cfm_bus_subscribed(m->bus, p[0]);
 }
 
 static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
@@ -256,79 +111,6 @@ static void handle_ctl(struct cfm_manager *m, const struct cfm_bus_msg *msg)
     free(text);
 }
 
-/* Starts the run this site owes an event, if any. */
-static void start_bound_run(struct cfm_manager *m, const struct cfm_obj *sys, const json_t *ev)
-{
-    struct cfm_rule_match match;
-    struct cfm_run_spec spec;
-    struct cfm_why why = {{0}};
-    struct cfm_run *run;
-    struct cfm_obj *done = NULL;
-    const char *type = json_string_value(json_object_get(ev, "type"));
-
-    if (!cfm_rules_match(m->store, sys, ev, m->cfg.site, &match)) {
-        cfm_debug("rules", "%s on %s: %s", type, sys->id, match.reason);
-        return;
-    }
-    /* A run of this event that already ended here (e.g. before a restart). */
-    if (cfm_store_get(m->store, sys->id, CFM_KIND_PROCEDURE_RUN, match.run_id, &done) == CFM_OK) {
-        cfm_obj_free(done);
-        cfm_info("rules", "%s on %s: run %s exists already", type, sys->id, match.run_id);
-        return;
-    }
-    memset(&spec, 0, sizeof spec);
-    spec.id = match.run_id;
-    spec.system = sys->id;
-    spec.script = match.script;
-    spec.event = ev;
-    spec.deadline_s = match.timeout_s;
-    cfm_info("rules", "%s on %s: %s; starting %s", type, sys->id, match.reason, match.run_id);
-    if (cfm_engine_start(m->engine, &spec, &run, &why) != CFM_OK)
-        cfm_error("rules", "cannot start %s for %s on %s: %s", match.script, type, sys->id,
-                  why.text);
-}
-
-static void handle_event(struct cfm_manager *m, const struct cfm_topic *t,
-                         const struct cfm_bus_msg *msg)
-{
-    struct cfm_why why = {{0}};
-    const struct cfm_obj *sys = system_of(m, t->system);
-    json_t *ev = NULL;
-    bool already = false;
-    const char *id;
-
-    if (!sys || !is_member(sys, m->cfg.site))
-        goto out;
-    if (cfm_event_parse(msg->payload, msg->len, t->system, t->name, m->cfg.site, &ev, &why) !=
-        CFM_OK) {
-        cfm_warn("event", "dropped event %s on %s: %s", t->name, t->system, why.text);
-        goto out;
-    }
-    id = json_string_value(json_object_get(ev, "id"));
-    /* The event is marked handled in the transaction that records the run
-     * it starts: a crash leaves both or neither. */
-    cfm_replica_begin(m->replica);
-    if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK) {
-        cfm_replica_rollback(m->replica);
-        cfm_error("event", "cannot record event %s", id);
-        goto out;
-    }
-    if (already) {
-        cfm_replica_commit(m->replica);
-        cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, t->name, t->system);
-        goto out;
-    }
-    cfm_info("event", "event %s on %s (id %s, from %s)", t->name, t->system, id,
-             json_string_value(json_object_get(ev, "origin")));
-    start_bound_run(m, sys, ev);
-    cfm_engine_on_event(m->engine, t->system, t->name, ev);
-    if (cfm_replica_commit(m->replica) != CFM_OK)
-        cfm_error("event", "cannot commit the handling of event %s", id);
-out:
-    json_decref(ev);
-}
-
-static bool announce_member(void *arg, const struct cfm_obj *sys);
 
 /* A bridge of our broker (re)connected: whatever crossed it while it was
  * down may be lost, so compare notes again (mosquitto's bridge
@@ -376,7 +158,7 @@ static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg
     if (!up || msg->retain)
         return;
     cfm_info("manager", "bridge up (%s); re-announcing digests", msg->topic);
-    cfm_store_each(m->store, &systems, announce_member, m);
+    cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
 /* Objects from other sites that arrive in one read of the bus are applied
@@ -401,7 +183,7 @@ static void flush_objects(struct cfm_manager *m)
     /* Lost here, still at their origins: compare notes again. */
     cfm_error("replica", "cannot commit the objects of a read (see the store's error); asking "
                          "the peers again");
-    cfm_store_each(m->store, &systems, announce_member, m);
+    cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
 static void batch_objects(struct cfm_manager *m)
@@ -464,14 +246,14 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
     case CFM_TOPIC_OBJ:
         /* BusinessSystem objects of every system arrive (membership);
          * everything else only for systems this site belongs to. */
-        if (strcmp(t.name, "BusinessSystem") == 0 || member_of(m, t.system))
+        if (strcmp(t.name, "BusinessSystem") == 0 || cfm_manager__member_of(m, t.system))
             cfm_replica_on_obj(m->replica, &t, msg->payload, msg->len);
         else
             cfm_info("replica", "dropped %s/%s/%s: site %s is not a member of system %s",
                      t.system, t.name, t.id, m->cfg.site, t.system);
         break;
     case CFM_TOPIC_EVENT:
-        handle_event(m, &t, msg);
+        cfm_manager__handle_event(m, &t, msg);
         break;
     case CFM_TOPIC_AGENT_STATUS:
     case CFM_TOPIC_AGENT_RES:
@@ -484,7 +266,7 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
                                msg->len);
         break;
     case CFM_TOPIC_SYNC:
-        if (member_of(m, t.system))
+        if (cfm_manager__member_of(m, t.system))
             cfm_sync_on_digest(m->sync, t.system, msg->payload, msg->len);
         break;
     default:
@@ -492,14 +274,6 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
     }
 }
 
-static bool announce_member(void *arg, const struct cfm_obj *sys)
-{
-    struct cfm_manager *m = arg;
-
-    if (is_member(sys, m->cfg.site))
-        cfm_sync_announce(m->sync, sys->id);
-    return true;
-}
 
 static void on_connection(void *arg, bool up)
 {
@@ -513,120 +287,9 @@ static void on_connection(void *arg, bool up)
     publish_json(m, m->status_topic, status, true, NULL);
     json_decref(status);
     /* After any (re)connect: compare notes with the peers of every system. */
-    cfm_store_each(m->store, &systems, announce_member, m);
+    cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
-#define RECORD_WAIT_MS 100
-
-/* Writes the records of the runs still waiting since they were queued. */
-static void on_record_timer(uv_timer_t *t)
-{
-    struct cfm_manager *m = t->data;
-
-    cfm_replica_begin(m->replica);
-    for (size_t i = 0; i < m->nwaiting; i++) {
-        struct cfm_run *run = m->engine ? cfm_engine_find(m->engine, m->waiting[i]) : NULL;
-        if (!run)
-            continue;
-        cfm_run_set_marked(run, false);
-        if (cfm_run_state(run) == CFM_RUN_WAITING)
-            cfm_api_record_run(&m->api, run);
-    }
-    cfm_replica_commit(m->replica);
-    m->nwaiting = 0;
-}
-
-/* Queues the record of a run that began waiting; false when it must be
- * written now (out of memory). */
-static bool defer_record(struct cfm_manager *m, struct cfm_run *run)
-{
-    if (cfm_run_marked(run))
-        return true;
-    if (m->nwaiting == m->capwaiting) {
-        size_t cap = m->capwaiting ? 2 * m->capwaiting : 64;
-        void *p = realloc(m->waiting, cap * sizeof *m->waiting);
-        if (!p)
-            return false;
-        m->waiting = p;
-        m->capwaiting = cap;
-    }
-    snprintf(m->waiting[m->nwaiting++], CFM_MAX_ID + 1, "%s", cfm_run_id(run));
-    cfm_run_set_marked(run, true);
-    if (!uv_is_active((uv_handle_t *)&m->record_timer))
-        uv_timer_start(&m->record_timer, on_record_timer, RECORD_WAIT_MS, 0);
-    return true;
-}
-
-/* The run's record, and when it ended the end of its journal, in one
- * transaction. A run that began waiting is recorded once it has waited a
- * little: a run that waits and resumes many times a second (event hops)
- * does not rewrite and replicate its record each time. */
-static void on_run_state(void *arg, struct cfm_run *run)
-{
-    struct cfm_api_ctx *ctx = arg;
-    struct cfm_manager *m = (struct cfm_manager *)((char *)ctx - offsetof(struct cfm_manager, api));
-
-    if (cfm_run_state(run) == CFM_RUN_WAITING && defer_record(m, run))
-        return;
-    cfm_replica_begin(ctx->replica);
-    cfm_api_record_run(ctx, run);
-    if (cfm_run_state(run) >= CFM_RUN_SUCCEEDED)
-        cfm_journal_on_end(ctx->st, run);
-    cfm_replica_commit(ctx->replica);
-}
-
-static bool store_in_txn(void *arg)
-{
-    return cfm_store_in_txn(arg);
-}
-
-static void on_run_start(void *arg, struct cfm_run *run)
-{
-    struct cfm_api_ctx *ctx = arg;
-    cfm_journal_on_start(ctx->st, run);
-}
-
-static void on_journal(void *arg, struct cfm_run *run, const struct cfm_journal_entry *entry)
-{
-    struct cfm_api_ctx *ctx = arg;
-    cfm_journal_put(ctx->st, run, entry);
-}
-
-/* The resumes of one loop turn share one transaction: a hop's journal
- * entries, its published events and the pending entry of its next wait
- * commit once. Each call still has a level of its own (a savepoint), so a
- * call that fails undoes its own writes only. When the turn cannot commit
- * (the disk is full or failing), the runs went on believing calls that are
- * now undone: the manager stops at once, as if it had crashed, and the
- * next start replays those runs from the journal they committed. */
-static void on_batch(void *arg, bool begin)
-{
-    struct cfm_api_ctx *ctx = arg;
-
-    if (begin) {
-        if (cfm_replica_begin(ctx->replica) != CFM_OK)
-            cfm_error("engine", "cannot begin the transaction of a turn of resumes");
-        return;
-    }
-    if (cfm_replica_commit(ctx->replica) != CFM_OK) {
-        cfm_error("engine", "cannot commit a turn of run resumes (see the store's error "
-                            "above); stopping: the runs resume from their journals at the "
-                            "next start");
-        fflush(stderr);
-        _exit(3);
-    }
-}
-
-static void open_api(void *arg, lua_State *L)
-{
-    cfm_api_open(arg, L);
-}
-
-static void on_driver_event(void *arg, const struct cfm_vm_info *vm)
-{
-    struct cfm_manager *m = arg;
-    cfm_vmapi_on_driver_event(&m->api, vm);
-}
 
 /* The cfm-agent binary that local VMs run: the driver config's
  * "agent_path", else the one beside this cfm-manager. */
@@ -831,25 +494,28 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     cb.on_read = on_read;
     if ((err = cfm_bus_start(loop, &opts, &cb, &m->bus, why)) != CFM_OK)
         goto fail;
-    if ((err = cfm_replica_new(m->store, m->bus, m->cfg.site, on_system, m, &m->replica, why)) !=
-            CFM_OK ||
+    if ((err = cfm_replica_new(m->store, m->bus, m->cfg.site, cfm_manager__on_system, m,
+                               &m->replica, why)) != CFM_OK ||
         (err = cfm_sync_new(m->store, m->bus, m->cfg.site, &m->sync)) != CFM_OK)
         goto fail;
     {
         struct cfm_engine_opts eopts = {.procedures_dir = m->cfg.procedures_dir[0]
                                                               ? m->cfg.procedures_dir
                                                               : NULL};
-        struct cfm_engine_host host = {.arg = &m->api, .on_start = on_run_start,
-                                       .on_state = on_run_state, .journal = on_journal,
-                                       .open_api = open_api, .batch = on_batch};
+        struct cfm_engine_host host = {.arg = &m->api,
+                                       .on_start = cfm_manager__on_run_start,
+                                       .on_state = cfm_manager__on_run_state,
+                                       .journal = cfm_manager__on_journal,
+                                       .open_api = cfm_manager__open_api,
+                                       .batch = cfm_manager__on_batch};
         const char *dtype = json_string_value(json_object_get(m->cfg.driver, "type"));
         char agent[PATH_MAX + 16];
         struct cfm_driver_env denv = {.loop = loop, .site = m->cfg.site,
                                       .state_dir = m->cfg.state_dir,
                                       .broker_host = m->cfg.broker_host,
                                       .broker_port = m->cfg.broker_port,
-                                      .agent_path = agent, .on_event = on_driver_event,
-                                      .arg = m};
+                                      .agent_path = agent,
+                                      .on_event = cfm_manager__on_driver_event, .arg = m};
         m->api.st = m->store;
         m->api.replica = m->replica;
         m->api.bus = m->bus;
@@ -882,7 +548,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
             goto fail;
         m->api.engine = m->engine;
-        cfm_failpoint_init(store_in_txn, m->store);
+        cfm_failpoint_init(cfm_manager__store_in_txn, m->store);
     }
 
     cfm_topic_build(topic, sizeof topic, CFM_TOPIC_CTL_REQ, m->cfg.site, NULL, NULL, NULL);
@@ -894,7 +560,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/status");
     cfm_bus_subscribe(m->bus, CFM_TOPIC_ROOT "/agent/+/res/+");
     cfm_bus_subscribe(m->bus, cfm_policy_response_topic(m->policy));
-    cfm_store_each(m->store, &systems, subscribe_member, m);
+    cfm_store_each(m->store, &systems, cfm_manager__subscribe_member, m);
 
     uv_signal_init(loop, &m->sig_term);
     uv_signal_init(loop, &m->sig_int);
@@ -916,7 +582,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     *out = m;
     return CFM_OK;
 fail:
-    forget_systems(m);
+    cfm_manager__forget_systems(m);
     cfm_policy_close(m->policy);
     cfm_engine_close(m->engine);
     cfm_agentc_close(m->api.agentc);
@@ -939,7 +605,7 @@ void cfm_manager_free(struct cfm_manager *m)
 {
     if (!m)
         return;
-    forget_systems(m);
+    cfm_manager__forget_systems(m);
     cfm_sync_free(m->sync);
     cfm_replica_free(m->replica);
     cfm_store_close(m->store);

@@ -1,0 +1,212 @@
+/*
+ * manager_runs.c - the manager's side of runs: the run an event starts (the
+ * system's rules bind it to this site) and the hooks through which the
+ * engine has its runs recorded, journaled and given the procedure API.
+ *
+ * The one thing to know: a run's record is written in the transaction of
+ * the change it records, except when it begins waiting, where it is
+ * deferred by RECORD_WAIT_MS (defer_record) so that a run hopping between
+ * events many times a second is not rewritten and replicated each time.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "engine.h"
+#include "event.h"
+#include "journal.h"
+#include "log.h"
+#include "manager_int.h"
+#include "replica.h"
+#include "rules.h"
+#include "store.h"
+#include "vmapi.h"
+
+/* Starts the run this site owes an event, if any. */
+static void start_bound_run(struct cfm_manager *m, const struct cfm_obj *sys, const json_t *ev)
+{
+    struct cfm_rule_match match;
+    struct cfm_run_spec spec;
+    struct cfm_why why = {{0}};
+    struct cfm_run *run;
+    struct cfm_obj *done = NULL;
+    const char *type = json_string_value(json_object_get(ev, "type"));
+
+    if (!cfm_rules_match(m->store, sys, ev, m->cfg.site, &match)) {
+        cfm_debug("rules", "%s on %s: %s", type, sys->id, match.reason);
+        return;
+    }
+    /* A run of this event that already ended here (e.g. before a restart). */
+    if (cfm_store_get(m->store, sys->id, CFM_KIND_PROCEDURE_RUN, match.run_id, &done) == CFM_OK) {
+        cfm_obj_free(done);
+        cfm_info("rules", "%s on %s: run %s exists already", type, sys->id, match.run_id);
+        return;
+    }
+    memset(&spec, 0, sizeof spec);
+    spec.id = match.run_id;
+    spec.system = sys->id;
+    spec.script = match.script;
+    spec.event = ev;
+    spec.deadline_s = match.timeout_s;
+    cfm_info("rules", "%s on %s: %s; starting %s", type, sys->id, match.reason, match.run_id);
+    if (cfm_engine_start(m->engine, &spec, &run, &why) != CFM_OK)
+        cfm_error("rules", "cannot start %s for %s on %s: %s", match.script, type, sys->id,
+                  why.text);
+}
+
+void cfm_manager__handle_event(struct cfm_manager *m, const struct cfm_topic *t,
+                               const struct cfm_bus_msg *msg)
+{
+    struct cfm_why why = {{0}};
+    const struct cfm_obj *sys = cfm_manager__system_of(m, t->system);
+    json_t *ev = NULL;
+    bool already = false;
+    const char *id;
+
+    if (!sys || !cfm_manager__is_member(sys, m->cfg.site))
+        goto out;
+    if (cfm_event_parse(msg->payload, msg->len, t->system, t->name, m->cfg.site, &ev, &why) !=
+        CFM_OK) {
+        cfm_warn("event", "dropped event %s on %s: %s", t->name, t->system, why.text);
+        goto out;
+    }
+    id = json_string_value(json_object_get(ev, "id"));
+    /* The event is marked handled in the transaction that records the run
+     * it starts: a crash leaves both or neither. */
+    cfm_replica_begin(m->replica);
+    if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK) {
+        cfm_replica_rollback(m->replica);
+        cfm_error("event", "cannot record event %s", id);
+        goto out;
+    }
+    if (already) {
+        cfm_replica_commit(m->replica);
+        cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, t->name, t->system);
+        goto out;
+    }
+    cfm_info("event", "event %s on %s (id %s, from %s)", t->name, t->system, id,
+             json_string_value(json_object_get(ev, "origin")));
+    start_bound_run(m, sys, ev);
+    cfm_engine_on_event(m->engine, t->system, t->name, ev);
+    if (cfm_replica_commit(m->replica) != CFM_OK)
+        cfm_error("event", "cannot commit the handling of event %s", id);
+out:
+    json_decref(ev);
+}
+
+#define RECORD_WAIT_MS 100
+
+/* Writes the records of the runs still waiting since they were queued. */
+static void on_record_timer(uv_timer_t *t)
+{
+    struct cfm_manager *m = t->data;
+
+    cfm_replica_begin(m->replica);
+    for (size_t i = 0; i < m->nwaiting; i++) {
+        struct cfm_run *run = m->engine ? cfm_engine_find(m->engine, m->waiting[i]) : NULL;
+        if (!run)
+            continue;
+        cfm_run_set_marked(run, false);
+        if (cfm_run_state(run) == CFM_RUN_WAITING)
+            cfm_api_record_run(&m->api, run);
+    }
+    cfm_replica_commit(m->replica);
+    m->nwaiting = 0;
+}
+
+/* Queues the record of a run that began waiting; false when it must be
+ * written now (out of memory). */
+static bool defer_record(struct cfm_manager *m, struct cfm_run *run)
+{
+    if (cfm_run_marked(run))
+        return true;
+    if (m->nwaiting == m->capwaiting) {
+        size_t cap = m->capwaiting ? 2 * m->capwaiting : 64;
+        void *p = realloc(m->waiting, cap * sizeof *m->waiting);
+        if (!p)
+            return false;
+        m->waiting = p;
+        m->capwaiting = cap;
+    }
+    snprintf(m->waiting[m->nwaiting++], CFM_MAX_ID + 1, "%s", cfm_run_id(run));
+    cfm_run_set_marked(run, true);
+    if (!uv_is_active((uv_handle_t *)&m->record_timer))
+        uv_timer_start(&m->record_timer, on_record_timer, RECORD_WAIT_MS, 0);
+    return true;
+}
+
+/* The run's record, and when it ended the end of its journal, in one
+ * transaction. A run that began waiting is recorded once it has waited a
+ * little: a run that waits and resumes many times a second (event hops)
+ * does not rewrite and replicate its record each time. */
+void cfm_manager__on_run_state(void *arg, struct cfm_run *run)
+{
+    struct cfm_api_ctx *ctx = arg;
+    struct cfm_manager *m = (struct cfm_manager *)((char *)ctx - offsetof(struct cfm_manager, api));
+
+    if (cfm_run_state(run) == CFM_RUN_WAITING && defer_record(m, run))
+        return;
+    cfm_replica_begin(ctx->replica);
+    cfm_api_record_run(ctx, run);
+    if (cfm_run_state(run) >= CFM_RUN_SUCCEEDED)
+        cfm_journal_on_end(ctx->st, run);
+    cfm_replica_commit(ctx->replica);
+}
+
+bool cfm_manager__store_in_txn(void *arg)
+{
+    return cfm_store_in_txn(arg);
+}
+
+void cfm_manager__on_run_start(void *arg, struct cfm_run *run)
+{
+    struct cfm_api_ctx *ctx = arg;
+    cfm_journal_on_start(ctx->st, run);
+}
+
+void cfm_manager__on_journal(void *arg, struct cfm_run *run,
+                             const struct cfm_journal_entry *entry)
+{
+    struct cfm_api_ctx *ctx = arg;
+    cfm_journal_put(ctx->st, run, entry);
+}
+
+/* The resumes of one loop turn share one transaction: a hop's journal
+ * entries, its published events and the pending entry of its next wait
+ * commit once. Each call still has a level of its own (a savepoint), so a
+ * call that fails undoes its own writes only. When the turn cannot commit
+ * (the disk is full or failing), the runs went on believing calls that are
+ * now undone: the manager stops at once, as if it had crashed, and the
+ * next start replays those runs from the journal they committed. */
+void cfm_manager__on_batch(void *arg, bool begin)
+{
+    struct cfm_api_ctx *ctx = arg;
+
+    if (begin) {
+        if (cfm_replica_begin(ctx->replica) != CFM_OK)
+            cfm_error("engine", "cannot begin the transaction of a turn of resumes");
+        return;
+    }
+    if (cfm_replica_commit(ctx->replica) != CFM_OK) {
+        cfm_error("engine", "cannot commit a turn of run resumes (see the store's error "
+                            "above); stopping: the runs resume from their journals at the "
+                            "next start");
+        fflush(stderr);
+        _exit(3);
+    }
+}
+
+void cfm_manager__open_api(void *arg, lua_State *L)
+{
+    cfm_api_open(arg, L);
+}
+
+void cfm_manager__on_driver_event(void *arg, const struct cfm_vm_info *vm)
+{
+    struct cfm_manager *m = arg;
+    cfm_vmapi_on_driver_event(&m->api, vm);
+}
