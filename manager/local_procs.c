@@ -41,8 +41,8 @@
 #define TERM_GIVE_UP_MS 10000      /* then give up waiting (logged) */
 
 /* True when pid's command line has "--vm" followed by id. A zombie's (or
- * a process's still in its exec) reads empty: false. */
-static bool cmdline_names(int pid, const char *id)
+ * a process's still in its exec) reads empty: false; *empty says so. */
+static bool cmdline_read(int pid, const char *id, bool *empty)
 {
     char path[64], buf[LOCAL_MAX_CMDLINE];
     const char *prev = "";
@@ -62,10 +62,48 @@ static bool cmdline_names(int pid, const char *id)
     }
     close(fd);
     buf[len] = '\0';
+    *empty = len == 0;
     for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
         if (strcmp(prev, "--vm") == 0 && strcmp(buf + i, id) == 0)
             return true;
         prev = buf + i;
+    }
+    return false;
+}
+
+/* True when pid is a zombie (state Z in /proc/<pid>/stat). */
+static bool zombie(int pid)
+{
+    char path[64], buf[256], *paren;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return false;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+#define EXEC_WAIT_TRIES 50 /* 1 ms each: a process caught inside its exec */
+
+/* pid's command line names VM id. A process that has just been spawned
+ * may still be inside its exec, its command line not yet readable (the
+ * kernel lets posix_spawn return before then): that is waited for, a
+ * millisecond at a time, up to 50; a zombie's stays empty and is not. */
+static bool cmdline_names(int pid, const char *id)
+{
+    bool empty = false;
+
+    for (int i = 0; i < EXEC_WAIT_TRIES; i++) {
+        if (cmdline_read(pid, id, &empty))
+            return true;
+        if (!empty || zombie(pid) || kill(pid, 0) != 0)
+            return false;
+        uv_sleep(1);
     }
     return false;
 }
@@ -95,7 +133,9 @@ static int find_agent(const struct cfm_local_vm *vm)
     while (!found && (e = readdir(dp))) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
-        if (*end == '\0' && pid > 1 && pid <= INT_MAX && cmdline_names((int)pid, vm->info.id))
+        bool empty; /* kernel threads' too: not waited for in a scan */
+        if (*end == '\0' && pid > 1 && pid <= INT_MAX &&
+            cmdline_read((int)pid, vm->info.id, &empty))
             found = (int)pid;
     }
     closedir(dp);
