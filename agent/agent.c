@@ -39,6 +39,7 @@
 #define KEEPALIVE_S 10
 #define SESSION_EXPIRY_S (24u * 3600) /* requests sent while we are away wait a day */
 #define STOP_GRACE_MS 2000
+#define VM_PROCS 64 /* processes of the VM watched by pid while stopping */
 #define SNIFF_BYTES 4096 /* where an id is looked for in a request too big to parse */
 #define KNOWN_OPS "exec, put_file, get_file, http_get, ping"
 
@@ -61,7 +62,8 @@ struct cfm_agent {
     uv_timer_t status_timer;
     uv_timer_t stop_timer;
     uv_timer_t procs_timer; /* stopping: are the VM's processes gone yet? */
-    unsigned procs_pause_ms;
+    int procs[VM_PROCS];    /* ... the ones it signalled, watched */
+    unsigned nprocs;
     bool procs_gone;
     struct running *running;
     unsigned nrunning; /* requests in the running list */
@@ -430,21 +432,34 @@ static void on_ack(void *arg, int mid, bool ok)
     }
 }
 
-/* Stopping with stop_vm_processes: polls until no process of the VM is
- * left (1 ms, doubling to 50 ms: a service stops in a millisecond or two,
- * and a scan of /proc costs about that much). */
+/* SIGTERMs the VM's processes and watches them by pid; false when there
+ * are none. */
+static bool signal_vm_processes(struct cfm_agent *a)
+{
+    unsigned n = cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM, a->procs, VM_PROCS);
+
+    a->nprocs = n < VM_PROCS ? n : VM_PROCS;
+    return n > 0;
+}
+
+/* Stopping with stop_vm_processes: every millisecond, are the processes
+ * signalled gone (a kill(0) each)? When they are, one more scan of /proc
+ * for any the VM started meanwhile, which get SIGTERM in turn. */
 static void on_procs_tick(uv_timer_t *t)
 {
     struct cfm_agent *a = t->data;
+    unsigned k = 0;
 
-    if (cfm_agent_exec_kill_vm(a->cfg.vm, 0) == 0) {
+    for (unsigned i = 0; i < a->nprocs; i++)
+        if (!cfm_agent_exec_pid_gone(a->procs[i]))
+            a->procs[k++] = a->procs[i];
+    a->nprocs = k;
+    if (k == 0 && !signal_vm_processes(a)) {
         a->procs_gone = true;
         maybe_finish(a);
         return;
     }
-    uv_timer_start(&a->procs_timer, on_procs_tick, a->procs_pause_ms, 0);
-    if (a->procs_pause_ms < 50)
-        a->procs_pause_ms *= 2;
+    uv_timer_start(&a->procs_timer, on_procs_tick, 1, 0);
 }
 
 static void on_stop_timeout(uv_timer_t *t)
@@ -458,7 +473,7 @@ static void on_stop_timeout(uv_timer_t *t)
         cfm_warn("agent", "%u killed commands have not exited; stopping anyway", a->ncommands);
     for (struct running *r = a->running; r; r = r->next)
         abort_running(r);
-    if (!a->procs_gone && (left = cfm_agent_exec_kill_vm(a->cfg.vm, SIGKILL)) > 0)
+    if (!a->procs_gone && (left = cfm_agent_exec_kill_vm(a->cfg.vm, SIGKILL, NULL, 0)) > 0)
         cfm_warn("agent", "%u processes of vm %s ignored SIGTERM for %d ms: SIGKILL", left,
                  a->cfg.vm, STOP_GRACE_MS);
     uv_timer_stop(&a->procs_timer);
@@ -480,12 +495,9 @@ void cfm_agent_stop(struct cfm_agent *a)
     /* The agent that is its VM takes the VM's processes (its services)
      * with it, and exits once they are gone: whoever stopped the VM may
      * hand its volumes to another at once. */
-    a->procs_gone = !a->cfg.stop_vm_processes ||
-                    cfm_agent_exec_kill_vm(a->cfg.vm, SIGTERM) == 0;
-    if (!a->procs_gone) {
-        a->procs_pause_ms = 1;
-        uv_timer_start(&a->procs_timer, on_procs_tick, a->procs_pause_ms, 0);
-    }
+    a->procs_gone = !a->cfg.stop_vm_processes || !signal_vm_processes(a);
+    if (!a->procs_gone)
+        uv_timer_start(&a->procs_timer, on_procs_tick, 1, 0);
     if (cfm_bus_connected(a->bus)) {
         a->stop_mid = -1;
         publish(a, a->status_topic, a->will, strlen(a->will), true, &a->stop_mid);

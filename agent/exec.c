@@ -22,9 +22,11 @@
 #include "bounds.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -418,7 +420,25 @@ static void init_stream(uv_loop_t *loop, struct cfm_agent_exec *x, struct stream
  * environment (commands get it, their children inherit it): those are
  * the VM's processes, found by their environment rather than by process
  * group ids, which the system may have given to someone else since. */
-unsigned cfm_agent_exec_kill_vm(const char *vm, int sig)
+bool cfm_agent_exec_pid_gone(int pid)
+{
+    char path[64], buf[256], *paren;
+    ssize_t n;
+    int fd;
+
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        return true;
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return true;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+unsigned cfm_agent_exec_kill_vm(const char *vm, int sig, int *pids, unsigned max)
 {
     char want[CFM_MAX_ID + 16], path[64], env[65536];
     unsigned found = 0;
@@ -446,6 +466,8 @@ unsigned cfm_agent_exec_kill_vm(const char *vm, int sig)
             if ((i == 0 || env[i - 1] == '\0') && memcmp(env + i, want, wlen) == 0) {
                 if (sig)
                     kill((pid_t)pid, sig);
+                if (found < max)
+                    pids[found] = (int)pid;
                 found++;
                 break;
             }

@@ -6,6 +6,7 @@
 #define CFM_AGENT_EXEC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <uv.h>
 
 #include "err.h"
@@ -44,7 +45,12 @@ void cfm_agent_exec_abort(struct cfm_agent_exec *x, const char *reason);
  * CFM_VM=<vm>: commands and what they left running, e.g. services), so a
  * VM's processes stop with its agent; sig 0 sends nothing. Returns how
  * many there are (a process that has exited and awaits its parent's wait
- * has no environment left, and does not count). */
-unsigned cfm_agent_exec_kill_vm(const char *vm, int sig);
+ * has no environment left, and does not count), and the pids of the first
+ * max of them in pids (may be NULL when max is 0). A scan reads every
+ * process's environment: a millisecond or two. */
+unsigned cfm_agent_exec_kill_vm(const char *vm, int sig, int *pids, unsigned max);
+
+/* True when process pid is gone: no such process, or a zombie. */
+bool cfm_agent_exec_pid_gone(int pid);
 
 #endif

@@ -214,9 +214,9 @@ int main(int argc, char **argv)
         uv_signal_start(&st.term, on_signal, SIGTERM);
         uv_signal_start(&st.intr, on_signal, SIGINT);
         uv_run(&loop, UV_RUN_DEFAULT);
+        /* With --stop-vm-processes the stop waited for the VM's processes
+         * (SIGKILL for what ignored SIGTERM for 2 s): none is left. */
         cfm_agent_free(st.agent);
-        if (cfg.stop_vm_processes)
-            cfm_agent_exec_kill_vm(cfg.vm, SIGKILL); /* whatever ignored the SIGTERM */
     }
     if (uv_loop_close(&loop) != 0) {
         cfm_error("agent", "handles were left open at exit");
