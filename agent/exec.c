@@ -37,6 +37,7 @@
 
 #include "files.h"
 #include "text.h"
+#include "util.h"
 
 #define EXIT_DRAIN_MS 500
 #define READ_CHUNK (64u << 10)
@@ -422,20 +423,7 @@ static void init_stream(uv_loop_t *loop, struct cfm_agent_exec *x, struct stream
  * group ids, which the system may have given to someone else since. */
 bool cfm_agent_exec_pid_gone(int pid)
 {
-    char path[64], buf[256], *paren;
-    ssize_t n;
-    int fd;
-
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        return true;
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return true;
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    buf[n > 0 ? n : 0] = '\0';
-    paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
-    return paren && paren[1] == ' ' && paren[2] == 'Z';
+    return (kill((pid_t)pid, 0) != 0 && errno == ESRCH) || cfm_pid_zombie(pid);
 }
 
 unsigned cfm_agent_exec_kill_vm(const char *vm, int sig, int *pids, unsigned max)

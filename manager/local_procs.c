@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define TERM_TICK_MS 100           /* a terminating VM: check it is gone */
 #define TERM_KILL_MS 3000          /* SIGKILL after this long */
@@ -71,23 +72,6 @@ static bool cmdline_read(int pid, const char *id, bool *empty)
     return false;
 }
 
-/* True when pid is a zombie (state Z in /proc/<pid>/stat). */
-static bool zombie(int pid)
-{
-    char path[64], buf[256], *paren;
-    ssize_t n;
-    int fd;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return false;
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    buf[n > 0 ? n : 0] = '\0';
-    paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
-    return paren && paren[1] == ' ' && paren[2] == 'Z';
-}
-
 #define EXEC_WAIT_TRIES 50 /* 1 ms each: a process caught inside its exec */
 
 /* pid's command line names VM id. A process that has just been spawned
@@ -101,7 +85,7 @@ static bool cmdline_names(int pid, const char *id)
     for (int i = 0; i < EXEC_WAIT_TRIES; i++) {
         if (cmdline_read(pid, id, &empty))
             return true;
-        if (!empty || zombie(pid) || kill(pid, 0) != 0)
+        if (!empty || cfm_pid_zombie(pid) || kill(pid, 0) != 0)
             return false;
         uv_sleep(1);
     }

@@ -4,11 +4,13 @@
  */
 #include "util.h"
 
+#include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int64_t cfm_time_ms(void)
 {
@@ -99,4 +101,20 @@ enum cfm_err cfm_uuid(char out[CFM_UUID_LEN])
              b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
              b[15]);
     return CFM_OK;
+}
+
+bool cfm_pid_zombie(int pid)
+{
+    char path[64], buf[256], *paren;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return false;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
 }

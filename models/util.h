@@ -5,6 +5,7 @@
 #define CFM_UTIL_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include "err.h"
 #include "bounds.h"
@@ -33,5 +34,9 @@ char *cfm_quote(char *buf, size_t size, const char *s, size_t len, size_t max);
 /* Writes a random (version 4) UUID in lowercase hex with dashes. Returns
  * CFM_EIO when no randomness could be had. */
 enum cfm_err cfm_uuid(char out[CFM_UUID_LEN]);
+
+/* True when process pid is a zombie: exited, not yet waited for by its
+ * parent (state Z in /proc/<pid>/stat). False when it is not, or is gone. */
+bool cfm_pid_zombie(int pid);
 
 #endif
