@@ -30,7 +30,7 @@ struct cfm_agent_httpwait {
     const char *error;          /* set when there is no result to give (out of memory) */
     uint64_t started_ms, retry_for_ms, pause_ms;
     unsigned attempts;
-    bool retrying, stopping, over;
+    bool stopping, over;
     cfm_agent_http_done done;
     void *arg;
 };
@@ -59,7 +59,7 @@ static void conclude(struct cfm_agent_httpwait *w)
     if (w->over)
         return;
     w->over = true;
-    if (w->last && w->retrying &&
+    if (w->last && w->retry_for_ms > 0 &&
         (json_object_set_new(w->last, "attempts", json_integer(w->attempts)) != 0 ||
          json_object_set_new(w->last, "duration_ms",
                              json_integer((json_int_t)(uv_now(w->loop) - w->started_ms))) != 0))
@@ -127,7 +127,6 @@ enum cfm_err cfm_agent_httpwait_start(uv_loop_t *loop, const json_t *req,
     w->loop = loop;
     w->req = json_incref((json_t *)req);
     w->retry_for_ms = (uint64_t)retry_for_ms;
-    w->retrying = retry_for_ms > 0;
     w->pause_ms = CFM_AGENT_HTTP_FIRST_PAUSE_MS;
     w->done = done;
     w->arg = arg;

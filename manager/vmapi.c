@@ -622,6 +622,25 @@ static int l_put_file(lua_State *L)
  * a GET made by the VM's agent itself (no process on the VM), the health
  * check of the standard procedures. opts: timeout (seconds, default 2),
  * max_body (bytes kept, default the agent's 4096). */
+/* http_get's opts[field] (opts at index 3), when given: a number of
+ * seconds from min to max, else a Lua error naming it. */
+static void opt_seconds(lua_State *L, const char *field, double min, double max, double *out)
+{
+    char low[32];
+    int isnum = 0;
+    double v;
+
+    if (lua_getfield(L, 3, field) != LUA_TNIL) {
+        v = lua_tonumberx(L, -1, &isnum);
+        snprintf(low, sizeof low, "%g", min); /* luaL_error knows no %g */
+        if (!isnum || !(v >= min && v <= max))
+            luaL_error(L, "http_get: opts.%s must be a number of seconds from %s to %d", field,
+                       low, (int)max);
+        *out = v;
+    }
+    lua_pop(L, 1);
+}
+
 static int l_http_get(lua_State *L)
 {
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);
@@ -633,13 +652,8 @@ static int l_http_get(lua_State *L)
 
     lua_settop(L, 3); /* the slot below must not pose as opts */
     if (lua_istable(L, 3)) {
-        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
-            int isnum = 0;
-            timeout = lua_tonumberx(L, -1, &isnum);
-            if (!isnum || !(timeout >= 0.001 && timeout <= MAX_HTTP_TIMEOUT_S))
-                return luaL_error(L, "http_get: opts.timeout must be a number of seconds from "
-                                     "0.001 to %d", (int)MAX_HTTP_TIMEOUT_S);
-        }
+        opt_seconds(L, "timeout", 0.001, MAX_HTTP_TIMEOUT_S, &timeout);
+        opt_seconds(L, "retry_for", 0, MAX_HTTP_RETRY_S, &retry_for);
         if (lua_getfield(L, 3, "max_body") != LUA_TNIL) {
             int isint = 0;
             max_body = lua_tointegerx(L, -1, &isint);
@@ -647,14 +661,7 @@ static int l_http_get(lua_State *L)
                 return luaL_error(L, "http_get: opts.max_body must be an integer from 0 to %d",
                                   MAX_HTTP_BODY);
         }
-        if (lua_getfield(L, 3, "retry_for") != LUA_TNIL) {
-            int isnum = 0;
-            retry_for = lua_tonumberx(L, -1, &isnum);
-            if (!isnum || !(retry_for >= 0 && retry_for <= MAX_HTTP_RETRY_S))
-                return luaL_error(L, "http_get: opts.retry_for must be a number of seconds "
-                                     "from 0 to %d", (int)MAX_HTTP_RETRY_S);
-        }
-        lua_pop(L, 3);
+        lua_pop(L, 1);
     } else if (!lua_isnil(L, 3)) {
         return luaL_error(L, "http_get: opts must be a table");
     }
