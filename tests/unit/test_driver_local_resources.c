@@ -34,6 +34,18 @@ static enum cfm_err detach(struct dlh_fx *fx, const char *id, const char *volume
     return dlh_answer(fx, ops->detach_volume(fx->d, id, volume, "v-2", dlh_on_vm, fx));
 }
 
+static enum cfm_err associate(struct dlh_fx *fx, const char *id, const char *address,
+                              const char *token)
+{
+    return dlh_answer(fx, ops->associate_address(fx->d, id, address, token, dlh_on_vm, fx));
+}
+
+static enum cfm_err disassociate(struct dlh_fx *fx, const char *id, const char *address,
+                                 const char *token)
+{
+    return dlh_answer(fx, ops->disassociate_address(fx->d, id, address, token, dlh_on_vm, fx));
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 static void test_volumes(void **state)
@@ -212,19 +224,13 @@ static void test_addresses(void **state)
     dlh_open_ok(fx, config);
     dlh_run_ok(fx, "k-1", &a);
     dlh_run_ok(fx, "k-2", &b);
-    assert_int_equal(
-        dlh_answer(fx, ops->associate_address(fx->d, a.id, "web-ip", "a-1", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(associate(fx, a.id, "web-ip", "a-1"), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "127.78.9.1");
     assert_string_equal(fx->vm.address_id, "web-ip");
-    assert_int_equal(
-        dlh_answer(fx, ops->associate_address(fx->d, a.id, "web-ip", "a-1", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(associate(fx, a.id, "web-ip", "a-1"), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "127.78.9.1");
     /* Moving it to b (what DR does) takes it from a. */
-    assert_int_equal(
-        dlh_answer(fx, ops->associate_address(fx->d, b.id, "web-ip", "a-2", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(associate(fx, b.id, "web-ip", "a-2"), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "127.78.9.1");
     assert_int_equal(dlh_describe(fx, a.id), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "");
@@ -236,28 +242,18 @@ static void test_addresses(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "address_id")), "web-ip");
     json_decref(j);
     /* A second address, then the pool is exhausted. */
-    assert_int_equal(
-        dlh_answer(fx, ops->associate_address(fx->d, a.id, "db-ip", "a-3", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(associate(fx, a.id, "db-ip", "a-3"), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "127.78.9.2");
-    assert_int_equal(
-        dlh_answer(fx, ops->associate_address(fx->d, a.id, "x-ip", "a-4", dlh_on_vm, fx)),
-        CFM_ETOOBIG);
+    assert_int_equal(associate(fx, a.id, "x-ip", "a-4"), CFM_ETOOBIG);
     assert_non_null(strstr(fx->why, "no free public address"));
     /* Disassociate, twice. */
-    assert_int_equal(
-        dlh_answer(fx, ops->disassociate_address(fx->d, b.id, "web-ip", "a-5", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(disassociate(fx, b.id, "web-ip", "a-5"), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "");
-    assert_int_equal(
-        dlh_answer(fx, ops->disassociate_address(fx->d, b.id, "web-ip", "a-5", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(disassociate(fx, b.id, "web-ip", "a-5"), CFM_OK);
     /* The binding of (system, address) to its IP survives a restart. */
     dlh_close_driver(fx);
     dlh_open_ok(fx, config);
-    assert_int_equal(
-        dlh_answer(fx, ops->associate_address(fx->d, a.id, "web-ip", "a-6", dlh_on_vm, fx)),
-        CFM_OK);
+    assert_int_equal(associate(fx, a.id, "web-ip", "a-6"), CFM_OK);
     assert_string_equal(fx->vm.public_ip, "127.78.9.1");
     /* Terminating frees the public address of the VM. */
     assert_int_equal(dlh_terminate(fx, a.id), CFM_OK);
