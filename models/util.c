@@ -1,6 +1,7 @@
 /*
- * util.c - time stamps (RFC 3339, UTC, milliseconds) and random UUIDs
- * (OpenSSL's RAND_bytes, so no hand-rolled randomness).
+ * util.c - time stamps (RFC 3339, UTC, milliseconds), random UUIDs
+ * (OpenSSL's RAND_bytes, so no hand-rolled randomness) and what
+ * /proc/<pid>/stat says of a process (zombie, kernel thread).
  */
 #include "util.h"
 
@@ -103,18 +104,43 @@ enum cfm_err cfm_uuid(char out[CFM_UUID_LEN])
     return CFM_OK;
 }
 
-bool cfm_pid_zombie(int pid)
+#define PF_KTHREAD 0x00200000u /* a kernel thread: linux/sched.h, not in libc's headers */
+
+/* Reads /proc/<pid>/stat into buf (size bytes) and returns what follows
+ * its comm field, from the state on ("S ppid pgrp ..."); NULL when pid is
+ * gone. comm may hold anything, spaces and ')' too: it ends at the last ')'. */
+static const char *pid_stat(int pid, char *buf, size_t size)
 {
-    char path[64], buf[256], *paren;
+    char path[64];
+    const char *paren;
     ssize_t n;
     int fd;
 
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
     if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return false;
-    n = read(fd, buf, sizeof buf - 1);
+        return NULL;
+    n = read(fd, buf, size - 1);
     close(fd);
     buf[n > 0 ? n : 0] = '\0';
-    paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
-    return paren && paren[1] == ' ' && paren[2] == 'Z';
+    paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' ? paren + 2 : NULL;
+}
+
+bool cfm_pid_zombie(int pid)
+{
+    char buf[256];
+    const char *rest = pid_stat(pid, buf, sizeof buf);
+
+    return rest && rest[0] == 'Z';
+}
+
+bool cfm_pid_kthread(int pid)
+{
+    char buf[256];
+    const char *rest = pid_stat(pid, buf, sizeof buf);
+    unsigned flags;
+
+    /* state ppid pgrp session tty_nr tpgid flags: fields 3 to 9 */
+    return rest && sscanf(rest, "%*c %*d %*d %*d %*d %*d %u", &flags) == 1 &&
+           (flags & PF_KTHREAD) != 0;
 }

@@ -1,5 +1,6 @@
 /*
- * util.h - small helpers every part of cfm uses: time stamps and random IDs.
+ * util.h - small helpers every part of cfm uses: time stamps, random IDs and
+ * what /proc says of a process.
  */
 #ifndef CFM_UTIL_H
 #define CFM_UTIL_H
@@ -38,5 +39,10 @@ enum cfm_err cfm_uuid(char out[CFM_UUID_LEN]);
 /* True when process pid is a zombie: exited, not yet waited for by its
  * parent (state Z in /proc/<pid>/stat). False when it is not, or is gone. */
 bool cfm_pid_zombie(int pid);
+
+/* True when pid is a kernel thread (PF_KTHREAD in field 9, the flags, of
+ * /proc/<pid>/stat); its command line reads empty forever. False when it is
+ * not, or is gone. */
+bool cfm_pid_kthread(int pid);
 
 #endif

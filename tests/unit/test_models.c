@@ -1,8 +1,9 @@
 /*
  * test_models.c - unit tests of the models library's pure parts: the ID rule
  * (id.c), the kinds (kind.c), the body schemas (schema.c) and the object
- * envelope (obj.c). Error texts are compared whole: they are what an
- * operator reads, and the field path in them is part of the contract.
+ * envelope (obj.c); and of what util.c reads of a process in /proc. Error
+ * texts are compared whole: they are what an operator reads, and the field
+ * path in them is part of the contract.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,9 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <limits.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "id.h"
 #include "util.h"
@@ -120,6 +124,50 @@ static void test_quote(void **state)
     assert_string_equal(cfm_quote(tiny, sizeof tiny, "\x01\x02\x03", 3, 64),
                         "\\x01\xe2\x80\xa6");
     assert_string_equal(cfm_quote(tiny, sizeof tiny, NULL, 0, 64), "");
+}
+
+/* ---- util.c: what /proc/<pid>/stat says of a process ---------------------- */
+
+static void test_pid_zombie(void **state)
+{
+    int tries = 0;
+    pid_t pid;
+
+    (void)state;
+    assert_false(cfm_pid_zombie(getpid()));
+    assert_false(cfm_pid_zombie(INT_MAX)); /* above any pid_max: no such process */
+    assert_true((pid = fork()) >= 0);
+    if (pid == 0)
+        _exit(0);
+    /* Exited and not waited for: a zombie, once the kernel says so. */
+    while (!cfm_pid_zombie(pid) && tries++ < 10000)
+        usleep(1000);
+    assert_true(cfm_pid_zombie(pid));
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    assert_false(cfm_pid_zombie(pid));
+}
+
+static void test_pid_kthread(void **state)
+{
+    char buf[64] = "";
+    FILE *f = fopen("/proc/2/stat", "r");
+
+    (void)state;
+    if (f) {
+        if (!fgets(buf, sizeof buf, f))
+            buf[0] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+        fclose(f);
+    }
+    /* kthreadd is pid 2 in the kernel's own pid namespace; in a container's
+     * pid 2 is a process of its own, or none. */
+    if (strncmp(buf, "2 (kthreadd) ", 13) != 0) {
+        print_message("skipped: /proc/2/stat is not kthreadd's ('%s')\n", buf);
+        skip();
+    }
+    assert_true(cfm_pid_kthread(2));
+    assert_false(cfm_pid_kthread(getpid()));
+    assert_false(cfm_pid_kthread(INT_MAX));
 }
 
 /* ---- kind.c -------------------------------------------------------------- */
@@ -869,6 +917,8 @@ int main(void)
         cmocka_unit_test(test_id_check_messages),
         cmocka_unit_test(test_id_checkn_nul),
         cmocka_unit_test(test_quote),
+        cmocka_unit_test(test_pid_zombie),
+        cmocka_unit_test(test_pid_kthread),
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_kind_parse_unknown),
         cmocka_unit_test(test_body_cases),
