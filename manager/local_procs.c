@@ -77,7 +77,8 @@ static bool cmdline_read(int pid, const char *id, bool *empty)
 /* pid's command line names VM id. A process that has just been spawned
  * may still be inside its exec, its command line not yet readable (the
  * kernel lets posix_spawn return before then): that is waited for, a
- * millisecond at a time, up to 50; a zombie's stays empty and is not. */
+ * millisecond at a time, up to 50; a zombie's stays empty and is not, nor
+ * a kernel thread's (one that reused the agent's pid). */
 static bool cmdline_names(int pid, const char *id)
 {
     bool empty = false;
@@ -85,7 +86,7 @@ static bool cmdline_names(int pid, const char *id)
     for (int i = 0; i < EXEC_WAIT_TRIES; i++) {
         if (cmdline_read(pid, id, &empty))
             return true;
-        if (!empty || cfm_pid_zombie(pid) || kill(pid, 0) != 0)
+        if (!empty || cfm_pid_zombie(pid) || cfm_pid_kthread(pid) || kill(pid, 0) != 0)
             return false;
         uv_sleep(1);
     }
