@@ -22,6 +22,7 @@
 #include "luajson.h"
 #include "obj.h"
 #include "template.h"
+#include "publish.h"
 #include "topic.h"
 #include "util.h"
 #include "vmapi.h"
@@ -85,10 +86,9 @@ static int l_publish_cloud_event(lua_State *L)
 {
     struct cfm_api_ctx *ctx = ctx_of(L);
     const char *system = check_id(L, 1, "system"), *type = check_id(L, 2, "event type");
-    char topic[CFM_MAX_TOPIC + 1], id[CFM_UUID_LEN], what[2 * CFM_MAX_ID + 32];
+    char id[CFM_UUID_LEN], what[2 * CFM_MAX_ID + 32];
     struct cfm_why why = {{0}};
     json_t **payload, *ev;
-    char *text;
     enum cfm_err err;
     uint64_t seq;
     int n;
@@ -107,24 +107,20 @@ static int l_publish_cloud_event(lua_State *L)
     snprintf(what, sizeof what, "publish_cloud_event %s/%s", system, type);
     if ((n = cfm_engine_call_replay(L, what, &seq)) >= 0)
         return n;
-    cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, system, type, NULL, NULL);
     derived_event_id(cfm_run_id(run_of(L)), seq, id);
     ev = cfm_event_new_id(id, system, type, ctx->site, json_incref(*payload));
-    text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
-    json_decref(ev);
-    if (!text)
+    if (!ev)
         return luaL_error(L, "publish_cloud_event: out of memory");
     /* The event leaves with its journal entry, or not at all. */
     err = cfm_replica_begin(ctx->replica);
-    if (err == CFM_OK)
-        err = cfm_replica_publish(ctx->replica, topic, text, strlen(text), false);
-    free(text);
     if (err == CFM_OK) {
         record(L, seq, what, json_pack("[s]", id));
-        err = cfm_replica_commit(ctx->replica);
-    } else {
-        cfm_replica_rollback(ctx->replica);
+        if ((err = cfm_publish_event(ctx->events, ev)) == CFM_OK)
+            err = cfm_replica_commit(ctx->replica);
+        else
+            cfm_replica_rollback(ctx->replica);
     }
+    json_decref(ev);
     if (err != CFM_OK)
         return luaL_error(L, "publish_cloud_event: %s", cfm_strerror(err));
     lua_pushstring(L, id);

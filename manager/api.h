@@ -12,6 +12,7 @@
 #include "bus.h"
 #include "driver.h"
 #include "engine.h"
+#include "publish.h"
 #include "replica.h"
 #include "store.h"
 
@@ -19,6 +20,7 @@
 struct cfm_api_ctx {
     struct cfm_store *st;
     struct cfm_replica *replica;
+    const struct cfm_publisher *events; /* the events it publishes (publish.h) */
     struct cfm_bus *bus;
     struct cfm_engine *engine;
     const struct cfm_driver_ops *driver_ops;  /* NULL: no cloud driver */

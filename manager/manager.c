@@ -459,8 +459,10 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
 
     *out = NULL;
     m = calloc(1, sizeof *m);
-    if (!m)
+    if (!m || !(m->looped = json_array())) {
+        free(m);
         return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    }
     m->loop = loop;
     m->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg);
@@ -518,6 +520,9 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
                                       .on_event = cfm_manager__on_driver_event, .arg = m};
         m->api.st = m->store;
         m->api.replica = m->replica;
+        m->events = (struct cfm_publisher){.replica = m->replica,
+                                           .loopback = cfm_manager__loopback, .arg = m};
+        m->api.events = &m->events;
         m->api.bus = m->bus;
         m->api.site = m->cfg.site;
         agent_path(m, agent, sizeof agent);
@@ -542,7 +547,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
         }
         if ((err = cfm_agentc_new(loop, m->bus, &m->api.agentc)) != CFM_OK)
             goto fail;
-        if ((err = cfm_policy_new(loop, m->store, m->bus, m->replica, m->cfg.site,
+        if ((err = cfm_policy_new(loop, m->store, m->bus, &m->events, m->cfg.site,
                                   &m->policy)) != CFM_OK)
             goto fail;
         if ((err = cfm_engine_new(loop, &eopts, &host, &m->engine, why)) != CFM_OK)
@@ -597,6 +602,7 @@ fail:
     cfm_replica_free(m->replica);
     cfm_store_close(m->store);
     cfm_config_free(&m->cfg);
+    json_decref(m->looped);
     free(m);
     return err;
 }
@@ -611,5 +617,6 @@ void cfm_manager_free(struct cfm_manager *m)
     cfm_store_close(m->store);
     cfm_config_free(&m->cfg);
     free(m->waiting);
+    json_decref(m->looped);
     free(m);
 }

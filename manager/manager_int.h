@@ -28,6 +28,7 @@
 #include "driver.h"
 #include "engine.h"
 #include "obj.h"
+#include "publish.h"
 #include "topic.h"
 
 /* Systems kept parsed: every event names its system, and reading and
@@ -46,6 +47,12 @@ struct cfm_manager {
     struct cfm_engine *engine;
     struct cfm_policy *policy;
     struct cfm_api_ctx api;
+    struct cfm_publisher events; /* what api, policy and vmapi publish events through */
+    /* Events this site published during a turn of run resumes, handled
+     * here at the end of the turn, in its transaction (a run may not be
+     * started from inside another run's call). */
+    json_t *looped;
+    bool in_turn;
     char bin_dir[PATH_MAX + 16];
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stop_timer;
@@ -92,6 +99,10 @@ bool cfm_manager__announce_member(void *arg, const struct cfm_obj *sys);
 /* An event (msg borrowed): recorded, its bound run started, its waiters resumed. */
 void cfm_manager__handle_event(struct cfm_manager *m, const struct cfm_topic *t,
                                const struct cfm_bus_msg *msg);
+/* The publisher's loopback (arg: the manager): an event this site published
+ * (borrowed), handled as one from the broker would be; inside the
+ * transaction that published it, at once or at the end of the turn. */
+void cfm_manager__loopback(void *arg, const json_t *ev);
 /* Engine hook (arg: &m->api): a new run's journal begins. */
 void cfm_manager__on_run_start(void *arg, struct cfm_run *run);
 /* Engine hook (arg: &m->api): records the run now or, waiting, a little later. */

@@ -58,44 +58,76 @@ static void start_bound_run(struct cfm_manager *m, const struct cfm_obj *sys, co
                   why.text);
 }
 
+/* Event ev (complete) of system sys: marked handled, its bound run started
+ * and its waiters given it, in one transaction (the caller's, if open): a
+ * crash leaves all or nothing. */
+static void take_event(struct cfm_manager *m, const struct cfm_obj *sys, const char *type,
+                       const json_t *ev)
+{
+    const char *id = json_string_value(json_object_get(ev, "id"));
+    bool already = false;
+
+    cfm_replica_begin(m->replica);
+    if (cfm_store_event_mark(m->store, id, sys->id, type, &already) != CFM_OK) {
+        cfm_replica_rollback(m->replica);
+        cfm_error("event", "cannot record event %s", id);
+        return;
+    }
+    if (already) {
+        cfm_replica_commit(m->replica);
+        cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, type, sys->id);
+        return;
+    }
+    cfm_info("event", "event %s on %s (id %s, from %s)", type, sys->id, id,
+             json_string_value(json_object_get(ev, "origin")));
+    start_bound_run(m, sys, ev);
+    cfm_engine_on_event(m->engine, sys->id, type, ev);
+    if (cfm_replica_commit(m->replica) != CFM_OK)
+        cfm_error("event", "cannot commit the handling of event %s", id);
+}
+
 void cfm_manager__handle_event(struct cfm_manager *m, const struct cfm_topic *t,
                                const struct cfm_bus_msg *msg)
 {
     struct cfm_why why = {{0}};
     const struct cfm_obj *sys = cfm_manager__system_of(m, t->system);
     json_t *ev = NULL;
-    bool already = false;
-    const char *id;
 
     if (!sys || !cfm_manager__is_member(sys, m->cfg.site))
-        goto out;
+        return;
     if (cfm_event_parse(msg->payload, msg->len, t->system, t->name, m->cfg.site, &ev, &why) !=
         CFM_OK) {
         cfm_warn("event", "dropped event %s on %s: %s", t->name, t->system, why.text);
-        goto out;
+        return;
     }
-    id = json_string_value(json_object_get(ev, "id"));
-    /* The event is marked handled in the transaction that records the run
-     * it starts: a crash leaves both or neither. */
-    cfm_replica_begin(m->replica);
-    if (cfm_store_event_mark(m->store, id, t->system, t->name, &already) != CFM_OK) {
-        cfm_replica_rollback(m->replica);
-        cfm_error("event", "cannot record event %s", id);
-        goto out;
-    }
-    if (already) {
-        cfm_replica_commit(m->replica);
-        cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, t->name, t->system);
-        goto out;
-    }
-    cfm_info("event", "event %s on %s (id %s, from %s)", t->name, t->system, id,
-             json_string_value(json_object_get(ev, "origin")));
-    start_bound_run(m, sys, ev);
-    cfm_engine_on_event(m->engine, t->system, t->name, ev);
-    if (cfm_replica_commit(m->replica) != CFM_OK)
-        cfm_error("event", "cannot commit the handling of event %s", id);
-out:
+    take_event(m, sys, t->name, ev);
     json_decref(ev);
+}
+
+/* This site's copy of an event it published (see publish.h). */
+static void take_looped(struct cfm_manager *m, const json_t *ev)
+{
+    const char *system = json_string_value(json_object_get(ev, "system"));
+    const struct cfm_obj *sys = system ? cfm_manager__system_of(m, system) : NULL;
+
+    if (sys && cfm_manager__is_member(sys, m->cfg.site))
+        take_event(m, sys, json_string_value(json_object_get(ev, "type")), ev);
+}
+
+void cfm_manager__loopback(void *arg, const json_t *ev)
+{
+    struct cfm_manager *m = arg;
+
+    if (!m->in_turn) {
+        take_looped(m, ev);
+        return;
+    }
+    /* A run is inside its call: the event waits for the end of the turn. */
+    if (json_array_append(m->looped, (json_t *)ev) != 0) {
+        cfm_error("event", "out of memory keeping this site's copy of event %s; handling it now",
+                  json_string_value(json_object_get(ev, "id")));
+        take_looped(m, ev);
+    }
 }
 
 #define RECORD_WAIT_MS 100
@@ -176,7 +208,8 @@ void cfm_manager__on_journal(void *arg, struct cfm_run *run,
 }
 
 /* The resumes of one loop turn share one transaction: a hop's journal
- * entries, its published events and the pending entry of its next wait
+ * entries, its published events (and their handling here: the loopback
+ * queue, emptied before the commit) and the pending entry of its next wait
  * commit once. Each call still has a level of its own (a savepoint), so a
  * call that fails undoes its own writes only. When the turn cannot commit
  * (the disk is full or failing), the runs went on believing calls that are
@@ -185,12 +218,18 @@ void cfm_manager__on_journal(void *arg, struct cfm_run *run,
 void cfm_manager__on_batch(void *arg, bool begin)
 {
     struct cfm_api_ctx *ctx = arg;
+    struct cfm_manager *m = (struct cfm_manager *)((char *)ctx - offsetof(struct cfm_manager, api));
 
     if (begin) {
         if (cfm_replica_begin(ctx->replica) != CFM_OK)
             cfm_error("engine", "cannot begin the transaction of a turn of resumes");
+        m->in_turn = true;
         return;
     }
+    m->in_turn = false;
+    for (size_t i = 0; i < json_array_size(m->looped); i++)
+        take_looped(m, json_array_get(m->looped, i));
+    json_array_clear(m->looped);
     if (cfm_replica_commit(ctx->replica) != CFM_OK) {
         cfm_error("engine", "cannot commit a turn of run resumes (see the store's error "
                             "above); stopping: the runs resume from their journals at the "

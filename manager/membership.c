@@ -71,10 +71,11 @@ bool cfm_manager__is_member(const struct cfm_obj *sys, const char *site)
     return false;
 }
 
-/* The topics of a member system. Its objects are subscribed with MQTT 5
- * "no local": a manager never needs its own object messages back (they are
- * most of its traffic); events, digests and runs it publishes itself must
- * come back (its own runs wait on its own events). */
+/* The topics of a member system. Its objects and events are subscribed
+ * with MQTT 5 "no local": a manager never needs its own object messages
+ * back (they are most of its traffic), and the events it publishes are
+ * handed to it in the transaction that publishes them (publish.h); the
+ * digests and run states it publishes itself must come back. */
 #define MEMBER_TOPICS 4
 static void member_patterns(const char *system, char p[MEMBER_TOPICS][CFM_MAX_TOPIC + 1])
 {
@@ -93,7 +94,7 @@ void cfm_manager__on_system(void *arg, const struct cfm_obj *sys)
     if (cfm_manager__is_member(sys, m->cfg.site)) {
         if (cfm_bus_subscribed(m->bus, p[0]))
             return;
-        cfm_bus_subscribe(m->bus, p[0]);
+        cfm_bus_subscribe_no_local(m->bus, p[0]);
         cfm_bus_subscribe_no_local(m->bus, p[1]);
         cfm_bus_subscribe(m->bus, p[2]);
         cfm_bus_subscribe(m->bus, p[3]);

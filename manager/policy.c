@@ -37,7 +37,7 @@ struct cfm_policy {
     uv_timer_t timer;
     struct cfm_store *st;
     struct cfm_bus *bus;
-    struct cfm_replica *replica;
+    const struct cfm_publisher *events;
     char site[CFM_MAX_ID + 1];
     char res_topic[CFM_MAX_TOPIC + 1];
     struct track tracks[MAX_TRACKED];
@@ -134,18 +134,13 @@ static void on_tick(uv_timer_t *timer)
 
 static void publish_dr(struct cfm_policy *p, struct track *t, const char *reason)
 {
-    char topic[CFM_MAX_TOPIC + 1];
     json_t *ev = cfm_event_new(t->system, "dr", p->site,
                                json_pack("{s:s, s:s}", "target_site", p->site, "reason", reason));
-    char *text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
 
-    if (text && cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, t->system, "dr", NULL,
-                                NULL) == CFM_OK &&
-        cfm_replica_publish(p->replica, topic, text, strlen(text), false) == CFM_OK) {
+    if (ev && cfm_publish_event(p->events, ev) == CFM_OK) {
         t->triggered = true;
         cfm_warn("policy", "%s: publishing dr to %s: %s", t->system, p->site, reason);
     }
-    free(text);
     json_decref(ev);
 }
 
@@ -183,7 +178,7 @@ void cfm_policy_on_vote(struct cfm_policy *p, const void *correlation, size_t co
 }
 
 enum cfm_err cfm_policy_new(uv_loop_t *loop, struct cfm_store *st, struct cfm_bus *bus,
-                            struct cfm_replica *replica, const char *site,
+                            const struct cfm_publisher *events, const char *site,
                             struct cfm_policy **out)
 {
     struct cfm_policy *p = calloc(1, sizeof *p);
@@ -194,7 +189,7 @@ enum cfm_err cfm_policy_new(uv_loop_t *loop, struct cfm_store *st, struct cfm_bu
         return CFM_ENOMEM;
     p->st = st;
     p->bus = bus;
-    p->replica = replica;
+    p->events = events;
     snprintf(p->site, sizeof p->site, "%s", site);
     snprintf(client, sizeof client, "cfm-%s", site);
     cfm_topic_build(p->res_topic, sizeof p->res_topic, CFM_TOPIC_CTL_RES, client, NULL, NULL,

@@ -17,14 +17,14 @@
 #include <uv.h>
 
 #include "bus.h"
-#include "replica.h"
+#include "publish.h"
 #include "store.h"
 
 struct cfm_policy;
 
-/* st, bus and replica are borrowed and outlive the policy. */
+/* st, bus and events are borrowed and outlive the policy. */
 enum cfm_err cfm_policy_new(uv_loop_t *loop, struct cfm_store *st, struct cfm_bus *bus,
-                            struct cfm_replica *replica, const char *site,
+                            const struct cfm_publisher *events, const char *site,
                             struct cfm_policy **out);
 
 /* Stops the timer; memory is freed once libuv has closed it. NULL is allowed. */

@@ -700,11 +700,9 @@ void cfm_vmapi_open(struct cfm_api_ctx *ctx, lua_State *L)
 
 void cfm_vmapi_on_driver_event(struct cfm_api_ctx *ctx, const struct cfm_vm_info *vm)
 {
-    char topic[CFM_MAX_TOPIC + 1];
     struct cfm_obj *cur = NULL;
     const char *element = NULL;
     json_t *ev, *payload;
-    char *text;
 
     cfm_warn("vmapi", "VM %s of %s is %s", vm->id, vm->system, cfm_vm_state_name(vm->state));
     if (cfm_store_get(ctx->st, vm->system, CFM_KIND_VM_INSTANCE, vm->id, &cur) == CFM_OK)
@@ -716,11 +714,8 @@ void cfm_vmapi_on_driver_event(struct cfm_api_ctx *ctx, const struct cfm_vm_info
         if (payload && element)
             json_object_set_new(payload, "element", json_string(element));
         ev = cfm_event_new(vm->system, "vm_failed", ctx->site, payload);
-        text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
-        if (text && cfm_topic_build(topic, sizeof topic, CFM_TOPIC_EVENT, vm->system, "vm_failed",
-                                    NULL, NULL) == CFM_OK)
-            cfm_replica_publish(ctx->replica, topic, text, strlen(text), false);
-        free(text);
+        if (!ev || cfm_publish_event(ctx->events, ev) != CFM_OK)
+            cfm_error("vmapi", "cannot publish vm_failed for VM %s of %s", vm->id, vm->system);
         json_decref(ev);
     }
     cfm_obj_free(cur);
