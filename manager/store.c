@@ -328,7 +328,7 @@ enum cfm_err cfm_store_open(const char *path, struct cfm_store **out, struct cfm
     st = calloc(1, sizeof *st);
     if (!st)
         return cfm_why_set(why, CFM_ENOMEM, "out of memory opening %s", path);
-    rc = sqlite3_open_v2(path, &st->db, flags, NULL);
+    rc = sqlite3_open_v2(path, &st->db, flags, cfm_store__vfs());
     if (rc != SQLITE_OK) {
         err = cfm_why_set(why, CFM_ESTORE, "cannot open %s: %s", path,
                           st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));

@@ -101,5 +101,9 @@ enum cfm_err cfm_store__fail(struct cfm_store *st, enum stmt_id which);
 sqlite3_stmt *cfm_store__query(struct cfm_store *st, enum stmt_id which, const char *types, ...);
 enum cfm_err cfm_store__run(struct cfm_store *st, enum stmt_id which, const char *types, ...);
 
+/* The name of the store's VFS (store_vfs.c: a transaction's WAL frames in
+ * one write), registered on first use; NULL when it could not be (sqlite's
+ * default VFS is used then). */
+const char *cfm_store__vfs(void);
 
 #endif
