@@ -60,15 +60,18 @@ static void start_bound_run(struct cfm_manager *m, const struct cfm_obj *sys, co
 
 /* Event ev (complete) of system sys: marked handled, its bound run started
  * and its waiters given it, in one transaction (the caller's, if open): a
- * crash leaves all or nothing. */
+ * crash leaves all or nothing. An event this site published itself (own)
+ * is not marked: it cannot come back (its subscription is "no local"), and
+ * it is handled in the transaction that publishes it, which a replayed
+ * run does not do again; its log line is the publisher's (debug here). */
 static void take_event(struct cfm_manager *m, const struct cfm_obj *sys, const char *type,
-                       const json_t *ev)
+                       const json_t *ev, bool own)
 {
     const char *id = json_string_value(json_object_get(ev, "id"));
     bool already = false;
 
     cfm_replica_begin(m->replica);
-    if (cfm_store_event_mark(m->store, id, sys->id, type, &already) != CFM_OK) {
+    if (!own && cfm_store_event_mark(m->store, id, sys->id, type, &already) != CFM_OK) {
         cfm_replica_rollback(m->replica);
         cfm_error("event", "cannot record event %s", id);
         return;
@@ -78,8 +81,11 @@ static void take_event(struct cfm_manager *m, const struct cfm_obj *sys, const c
         cfm_debug("event", "duplicate event %s (%s on %s) dropped", id, type, sys->id);
         return;
     }
-    cfm_info("event", "event %s on %s (id %s, from %s)", type, sys->id, id,
-             json_string_value(json_object_get(ev, "origin")));
+    if (own)
+        cfm_debug("event", "event %s on %s (id %s) published here", type, sys->id, id);
+    else
+        cfm_info("event", "event %s on %s (id %s, from %s)", type, sys->id, id,
+                 json_string_value(json_object_get(ev, "origin")));
     start_bound_run(m, sys, ev);
     cfm_engine_on_event(m->engine, sys->id, type, ev);
     if (cfm_replica_commit(m->replica) != CFM_OK)
@@ -100,7 +106,7 @@ void cfm_manager__handle_event(struct cfm_manager *m, const struct cfm_topic *t,
         cfm_warn("event", "dropped event %s on %s: %s", t->name, t->system, why.text);
         return;
     }
-    take_event(m, sys, t->name, ev);
+    take_event(m, sys, t->name, ev, false);
     json_decref(ev);
 }
 
@@ -111,7 +117,7 @@ static void take_looped(struct cfm_manager *m, const json_t *ev)
     const struct cfm_obj *sys = system ? cfm_manager__system_of(m, system) : NULL;
 
     if (sys && cfm_manager__is_member(sys, m->cfg.site))
-        take_event(m, sys, json_string_value(json_object_get(ev, "type")), ev);
+        take_event(m, sys, json_string_value(json_object_get(ev, "type")), ev, true);
 }
 
 void cfm_manager__loopback(void *arg, const json_t *ev)
