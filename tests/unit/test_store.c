@@ -792,6 +792,80 @@ static void test_outbox_survives_crash(void **state)
     cfm_obj_free(got);
 }
 
+/* --- the WAL's writes (store_vfs.c) ------------------------------------- */
+
+/* Rows of system "big" as sqlite's own VFS reads them, in another
+ * connection while the store is open; integrity checked. */
+static long raw_count_big(const struct fx *fx)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    long n = -1;
+
+    assert_int_equal(sqlite3_open_v2(fx->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "ok");
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM objects WHERE system = 'big'",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    n = (long)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return n;
+}
+
+/* Puts n objects of ~1 KiB in system "big" (ids from first on), one transaction. */
+static bool put_big(struct cfm_store *st, int first, int n)
+{
+    char id[32], body[1100];
+    bool ok = cfm_store_begin(st) == CFM_OK;
+
+    snprintf(body, sizeof body, "{\"pad\": \"%01000d\"}", 7);
+    for (int i = first; ok && i < first + n; i++) {
+        struct cfm_obj *obj;
+        snprintf(id, sizeof id, "vm-%05d", i);
+        obj = cfm_obj_new(CFM_KIND_VM_INSTANCE, "big", id, json_loads(body, 0, NULL));
+        ok = obj && cfm_store_put(st, obj) == CFM_OK;
+        cfm_obj_free(obj);
+    }
+    return ok && cfm_store_commit(st) == CFM_OK;
+}
+
+/* A transaction's frames are written together: one of ~2 MiB (past the
+ * VFS's batch and the unix VFS's largest write) and then one of a single
+ * page are both in the WAL file for another connection the moment they
+ * commit, and both survive a crash. */
+static void test_wal_commits_reach_other_connections(void **state)
+{
+    struct fx *fx = *state;
+    int status = 0;
+    pid_t pid;
+
+    assert_true(put_big(fx->st, 0, 2000));
+    assert_int_equal(raw_count_big(fx), 2000);
+    assert_true(put_big(fx->st, 2000, 1));
+    assert_int_equal(raw_count_big(fx), 2001);
+
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct cfm_store *st = NULL;
+        if (cfm_store_open(fx->db, &st, NULL) != CFM_OK)
+            _exit(2);
+        _exit(put_big(st, 3000, 1500) && put_big(st, 5000, 1) ? 0 : 1); /* no close */
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(raw_count_big(fx), 3502);
+    reopen(fx);
+    assert_int_equal(raw_count_big(fx), 3502);
+}
+
 /* --- sites and events --------------------------------------------------- */
 
 static bool on_site(void *arg, const struct cfm_site_rec *rec)
@@ -868,6 +942,7 @@ int main(void)
         T(test_outbox_order_remove_count),
         T(test_outbox_binary_survives_reopen),
         T(test_outbox_survives_crash),
+        T(test_wal_commits_reach_other_connections),
         T(test_sites_put_each),
         T(test_event_mark),
     };
