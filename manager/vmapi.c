@@ -21,7 +21,6 @@
 #include "event.h"
 #include "failpoint.h"
 #include "id.h"
-#include "topic.h"
 #include "kind.h"
 #include "log.h"
 #include "luajson.h"
