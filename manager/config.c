@@ -21,6 +21,7 @@ static const char usage[] =
     "usage: cfm-manager [--config FILE] [--site ID] [--broker HOST:PORT]\n"
     "                   [--state-dir DIR] [--driver local] [--procedures DIR]\n"
     "                   [--username NAME] [--password-file FILE] [--log-level LEVEL]\n"
+    "                   [--event-dedup-s SECONDS]\n"
     "Flags override the same fields of the --config file; see docs/operations.md.\n";
 
 const char *cfm_config_usage(void)
@@ -65,8 +66,8 @@ static enum cfm_err set_driver(struct cfm_config *cfg, json_t *driver, const cha
 
 static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct cfm_why *why)
 {
-    static const char *const known[] = {"site", "broker", "state_dir", "driver",
-                                        "procedures_dir", "log_level"};
+    static const char *const known[] = {"site",           "broker",    "state_dir",    "driver",
+                                        "procedures_dir", "log_level", "event_dedup_s"};
     enum cfm_err err = CFM_ECONFIG;
     json_error_t jerr;
     json_t *root, *v, *broker;
@@ -92,7 +93,7 @@ static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct c
         if (!ok) {
             cfm_why_set(why, CFM_ECONFIG,
                         "%s: unknown field '%.64s' (known: site, broker, state_dir, driver, "
-                        "procedures_dir, log_level)",
+                        "procedures_dir, log_level, event_dedup_s)",
                         path, key);
             goto out;
         }
@@ -113,6 +114,15 @@ static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct c
         cfm_log_parse_level(json_string_value(v), &cfg->log_level) != CFM_OK) {
         cfm_why_set(why, CFM_ECONFIG, "%s: log_level: must be debug, info, warn or error", path);
         goto out;
+    }
+    if ((v = json_object_get(root, "event_dedup_s"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > CFM_EVENT_DEDUP_MAX_S) {
+            cfm_why_set(why, CFM_ECONFIG, "%s: event_dedup_s: must be an integer from 1 to %lld",
+                        path, (long long)CFM_EVENT_DEDUP_MAX_S);
+            goto out;
+        }
+        cfg->event_dedup_s = json_integer_value(v);
     }
     if ((v = json_object_get(root, "driver")) && set_driver(cfg, v, "driver", why) != CFM_OK)
         goto out;
@@ -196,6 +206,7 @@ enum cfm_err cfm_config_from_args(int argc, char **argv, struct cfm_config *cfg,
     snprintf(cfg->broker_host, sizeof cfg->broker_host, "127.0.0.1");
     cfg->broker_port = 1883;
     cfg->log_level = CFM_LOG_INFO;
+    cfg->event_dedup_s = CFM_EVENT_DEDUP_DEFAULT_S;
 
     /* --config first, so that flags override it wherever they stand. */
     for (int i = 1; i < argc; i++) {
@@ -240,6 +251,18 @@ enum cfm_err cfm_config_from_args(int argc, char **argv, struct cfm_config *cfg,
             err = cfm_log_parse_level(val, &cfg->log_level);
             if (err != CFM_OK)
                 cfm_why_set(why, CFM_ECONFIG, "--log-level: must be debug, info, warn or error");
+        } else if (strcmp(flag, "--event-dedup-s") == 0) {
+            char *end = NULL;
+            long long n;
+            errno = 0;
+            n = strtoll(val, &end, 10);
+            if (errno || end == val || *end || n < 1 || n > CFM_EVENT_DEDUP_MAX_S)
+                return cfm_why_set(why, CFM_ECONFIG,
+                                   "--event-dedup-s: '%.32s' is not a number of seconds from 1 "
+                                   "to %lld",
+                                   val, (long long)CFM_EVENT_DEDUP_MAX_S);
+            cfg->event_dedup_s = n;
+            err = CFM_OK;
         } else
             return cfm_why_set(why, CFM_ECONFIG, "%s: unknown flag", flag);
         if (err != CFM_OK)

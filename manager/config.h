@@ -5,12 +5,14 @@
  *   {"site": "site-a", "broker": {"host": "127.0.0.1", "port": 1883,
  *    "username": "cfm-site-a", "password_file": "/etc/cfm/site-a.pw"},
  *    "state_dir": "/var/lib/cfm", "driver": {"type": "local"},
- *    "procedures_dir": "/usr/share/cfm/procedures", "log_level": "info"}
+ *    "procedures_dir": "/usr/share/cfm/procedures", "log_level": "info",
+ *    "event_dedup_s": 604800}
  */
 #ifndef CFM_CONFIG_H
 #define CFM_CONFIG_H
 
 #include <limits.h>
+#include <stdint.h>
 #include <jansson.h>
 
 #include "err.h"
@@ -31,7 +33,11 @@ struct cfm_config {
     char procedures_dir[PATH_MAX];    /* "" = <state_dir>/procedures is not assumed: none */
     json_t *driver;                   /* owned; {"type": "local", ...} */
     enum cfm_log_level log_level;
+    int64_t event_dedup_s;            /* how long a handled event's id is remembered */
 };
+
+#define CFM_EVENT_DEDUP_DEFAULT_S (7 * 24 * 3600)
+#define CFM_EVENT_DEDUP_MAX_S ((int64_t)10 * 366 * 24 * 3600)
 
 /* Fills cfg from argv (the manager's command line, argv[0] included): reads
  * --config FILE first, then applies every other flag over it, then checks

@@ -68,6 +68,8 @@ struct cfm_manager {
     size_t nsystems, next_evict;
     uint64_t systems_writes;
     uv_timer_t trim_timer;
+    /* Forgets handled events older than cfg.event_dedup_s (seen_events). */
+    uv_timer_t dedup_timer;
     size_t backlog_peak;         /* most unacknowledged publishes since the last trim */
     int stop_mid;
     bool stopping;
@@ -103,6 +105,9 @@ void cfm_manager__handle_event(struct cfm_manager *m, const struct cfm_topic *t,
  * (borrowed), handled as one from the broker would be; inside the
  * transaction that published it, at once or at the end of the turn. */
 void cfm_manager__loopback(void *arg, const json_t *ev);
+/* Forgets the ids of events handled longer than cfg.event_dedup_s ago,
+ * then again every min(event_dedup_s, DEDUP_TICK_S) (dedup_timer). */
+void cfm_manager__forget_old_events(struct cfm_manager *m);
 /* Engine hook (arg: &m->api): a new run's journal begins. */
 void cfm_manager__on_run_start(void *arg, struct cfm_run *run);
 /* Engine hook (arg: &m->api): records the run now or, waiting, a little later. */

@@ -24,6 +24,7 @@
 #include "replica.h"
 #include "rules.h"
 #include "store.h"
+#include "util.h"
 #include "vmapi.h"
 
 /* Starts the run this site owes an event, if any. */
@@ -134,6 +135,49 @@ void cfm_manager__loopback(void *arg, const json_t *ev)
                   json_string_value(json_object_get(ev, "id")));
         take_looped(m, ev);
     }
+}
+
+/* The ids of handled events are what drops a redelivered event; they are
+ * kept for cfg.event_dedup_s (7 days unless configured), then forgotten,
+ * or seen_events would grow by every event for good. Forgetting runs in
+ * batches of DEDUP_BATCH records, each its own transaction, for at most
+ * DEDUP_BUDGET_MS at a time; what is left goes on right after. */
+#define DEDUP_TICK_S 60
+#define DEDUP_BATCH 1000
+#define DEDUP_BUDGET_MS 10
+
+static void on_dedup_timer(uv_timer_t *t)
+{
+    cfm_manager__forget_old_events(t->data);
+}
+
+void cfm_manager__forget_old_events(struct cfm_manager *m)
+{
+    int64_t keep_s = m->cfg.event_dedup_s > 0 ? m->cfg.event_dedup_s : CFM_EVENT_DEDUP_DEFAULT_S;
+    int64_t start = cfm_time_ms(), keep_ms = keep_s * 1000;
+    uint64_t next_ms = (uint64_t)(keep_s < DEDUP_TICK_S ? keep_s : DEDUP_TICK_S) * 1000;
+    char before[CFM_TIME_LEN];
+    int deleted = DEDUP_BATCH, total = 0;
+
+    cfm_time_format(start - keep_ms, before);
+    while (deleted == DEDUP_BATCH) {
+        if (cfm_time_ms() - start >= DEDUP_BUDGET_MS) {
+            next_ms = 1; /* more to forget: after what else is waiting */
+            break;
+        }
+        cfm_replica_begin(m->replica);
+        if (cfm_store_events_trim(m->store, before, DEDUP_BATCH, &deleted) != CFM_OK) {
+            cfm_replica_rollback(m->replica);
+            cfm_error("event", "cannot forget the events handled before %s", before);
+            break;
+        }
+        if (cfm_replica_commit(m->replica) != CFM_OK)
+            break;
+        total += deleted;
+    }
+    if (total > 0)
+        cfm_debug("event", "forgot %d handled event(s) received before %s", total, before);
+    uv_timer_start(&m->dedup_timer, on_dedup_timer, next_ms, 0);
 }
 
 #define RECORD_WAIT_MS 100

@@ -789,3 +789,15 @@ enum cfm_err cfm_store_event_mark(struct cfm_store *st, const char *id, const ch
         *already = sqlite3_changes(st->db) == 0;
     return err;
 }
+
+enum cfm_err cfm_store_events_trim(struct cfm_store *st, const char *before, int max,
+                                   int *deleted)
+{
+    enum cfm_err err;
+
+    if (!st || !deleted || !cfm_store__bounded(before, CFM_TIME_LEN) || max <= 0)
+        return CFM_EINVAL;
+    err = cfm_store__run(st, STMT_EVENT_TRIM, "ti", before, (int64_t)max);
+    *deleted = err == CFM_OK ? sqlite3_changes(st->db) : 0;
+    return err;
+}

@@ -156,6 +156,14 @@ enum cfm_err cfm_store_site_each(struct cfm_store *st, cfm_store_site_fn fn, voi
 enum cfm_err cfm_store_event_mark(struct cfm_store *st, const char *id, const char *system,
                                   const char *type, bool *already);
 
+/* Forgets the handled events recorded before `before` (RFC 3339, as
+ * cfm_time_format writes it) among the oldest `max` records, and sets
+ * *deleted to how many went. Records are kept in the order they were made,
+ * so a caller repeats while *deleted == max. The dedup window this leaves:
+ * an event that comes again after its record is gone is handled again. */
+enum cfm_err cfm_store_events_trim(struct cfm_store *st, const char *before, int max,
+                                   int *deleted);
+
 /* --- procedure runs not finished here, and their journal (store_runs.c) --
  *
  * A run's row is written when it starts and deleted (with its journal)

@@ -53,6 +53,8 @@
                  " ORDER BY site")                                               \
     X(EVENT_MARK, "INSERT OR IGNORE INTO seen_events(id, system, type, received)" \
                   " VALUES (?1, ?2, ?3, ?4)")                                    \
+    X(EVENT_TRIM, "DELETE FROM seen_events WHERE rowid IN (SELECT rowid FROM"    \
+                  " seen_events ORDER BY rowid LIMIT ?2) AND received < ?1")     \
     X(RUN_PUT, "INSERT OR REPLACE INTO runs(" RUN_COLS ")"                       \
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")                   \
     X(RUN_STATE, "UPDATE runs SET state = ?2, note = ?3 WHERE id = ?1")          \

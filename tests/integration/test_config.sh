@@ -45,6 +45,10 @@ refused "--frob: needs a value (or unknown flag)" --site site-a "${BASE[@]}" --f
 refused "--site: needs a value" "${BASE[@]}" --site
 refused "--log-level: must be debug, info, warn or error" --site site-a --log-level loud "${BASE[@]}"
 refused "--driver.type: unknown driver (known: local)" --site site-a --driver ec9 "${BASE[@]}"
+refused "--event-dedup-s: '0' is not a number of seconds from 1 to" --site site-a \
+    --event-dedup-s 0 "${BASE[@]}"
+refused "--event-dedup-s: '7d' is not a number of seconds from 1 to" --site site-a \
+    --event-dedup-s 7d "${BASE[@]}"
 refused "state_dir: missing" --site site-a --broker "127.0.0.1:$closed"
 touch "$TMP/a-file"
 refused "state_dir: '$TMP/a-file' is not a directory" --site site-a --state-dir "$TMP/a-file" \
@@ -57,7 +61,7 @@ f=$(config syntax '{"site": "site-a",
   "broker": {"host": "127.0.0.1", oops}}')
 refused "$f: line 2, column 38: " --config "$f" "${BASE[@]}"
 f=$(config unknown '{"site": "site-a", "colour": "blue"}')
-refused "$f: unknown field 'colour' (known: site, broker, state_dir, driver, procedures_dir, log_level)" \
+refused "$f: unknown field 'colour' (known: site, broker, state_dir, driver, procedures_dir, log_level, event_dedup_s)" \
     --config "$f" "${BASE[@]}"
 f=$(config port '{"site": "site-a", "broker": {"port": "x"}}')
 refused "$f: broker.port: unknown field or wrong type" --config "$f" "${BASE[@]}"
@@ -69,6 +73,10 @@ f=$(config loud '{"site": "site-a", "log_level": "loud"}')
 refused "$f: log_level: must be debug, info, warn or error" --config "$f" "${BASE[@]}"
 f=$(config level-type '{"site": "site-a", "log_level": 3}')
 refused "$f: log_level: must be debug, info, warn or error" --config "$f" "${BASE[@]}"
+f=$(config dedup-type '{"site": "site-a", "event_dedup_s": "7d"}')
+refused "$f: event_dedup_s: must be an integer from 1 to" --config "$f" "${BASE[@]}"
+f=$(config dedup-range '{"site": "site-a", "event_dedup_s": -5}')
+refused "$f: event_dedup_s: must be an integer from 1 to" --config "$f" "${BASE[@]}"
 f=$(config site-type '{"site": 7}')
 refused "$f: site: must be a string" --config "$f" "${BASE[@]}"
 f=$(config site-bad '{"site": "a#b"}')

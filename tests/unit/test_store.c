@@ -914,6 +914,47 @@ static void test_event_mark(void **state)
     assert_int_equal(cfm_store_event_mark(fx->st, NULL, "shop", "dr", &already), CFM_EINVAL);
 }
 
+/* Marks ids "ev-<i>" for i in [from, to), each received at `at`. */
+static void mark_at(const struct fx *fx, int from, int to, const char *at)
+{
+    char sql[256];
+
+    for (int i = from; i < to; i++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO seen_events(id, system, type, received) VALUES ('ev-%d', 'shop', "
+                 "'dr', '%s')", i, at);
+        raw_exec(fx, sql);
+    }
+}
+
+/* Old records go, the oldest first and at most max at a time; newer ones
+ * stay; a forgotten id is new again. */
+static void test_events_trim(void **state)
+{
+    struct fx *fx = *state;
+    bool already = true;
+    int deleted = -1;
+
+    mark_at(fx, 0, 5, "2026-01-01T00:00:00.000Z");
+    mark_at(fx, 5, 7, "2026-06-01T00:00:00.000Z");
+    assert_int_equal(cfm_store_events_trim(fx->st, "2026-03-01T00:00:00.000Z", 3, &deleted),
+                     CFM_OK);
+    assert_int_equal(deleted, 3);
+    assert_int_equal(cfm_store_events_trim(fx->st, "2026-03-01T00:00:00.000Z", 3, &deleted),
+                     CFM_OK);
+    assert_int_equal(deleted, 2); /* fewer than max: caught up */
+    assert_int_equal(cfm_store_events_trim(fx->st, "2026-03-01T00:00:00.000Z", 3, &deleted),
+                     CFM_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(cfm_store_event_mark(fx->st, "ev-0", "shop", "dr", &already), CFM_OK);
+    assert_false(already); /* forgotten */
+    assert_int_equal(cfm_store_event_mark(fx->st, "ev-6", "shop", "dr", &already), CFM_OK);
+    assert_true(already); /* newer than the cut: kept */
+    assert_int_equal(cfm_store_events_trim(fx->st, "2026-03-01T00:00:00.000Z", 0, &deleted),
+                     CFM_EINVAL);
+    assert_int_equal(cfm_store_events_trim(fx->st, NULL, 3, &deleted), CFM_EINVAL);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -945,6 +986,7 @@ int main(void)
         T(test_wal_commits_reach_other_connections),
         T(test_sites_put_each),
         T(test_event_mark),
+        T(test_events_trim),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
