@@ -78,14 +78,39 @@ bench_broker() {
     start_broker "$name" "${BROKER_CONF[@]}" "$@"
 }
 
-bridge_to() {  # bridge_to NAME PEER: config lines for a bridge to broker PEER
-    echo "connection $1-to-$2"
+# bridge_to NAME PEER: config lines for the bridges from broker NAME to
+# broker PEER, split as broker-config/bridge-to-PEER.conf.example splits a
+# deployed site's: the retained topics on a connection without a persistent
+# session (each connection sends the current retained values once), the
+# others on one with a persistent session (queued while the peer is away).
+# One connection for everything with a persistent session queues a copy of
+# every retained object at each attempt to reconnect; mosquitto 2.0.11 then
+# dropped the bridge "due to out of memory" after heals here, and
+# convergence waited for it to come back (docs/performance.md, "Session 5").
+# MQTT 5 and try_private as deployed; "both" directions, since these
+# brokers form a hub (a and c bridged to b) rather than the relayed mesh.
+bridge_to() {
+    local t
+    echo "connection $1-to-$2-state"
     echo "address 127.0.0.1:${BROKER_PORT[$2]}"
-    echo "topic cfm/v1/# both 1"
-    echo "cleansession false"
+    echo "bridge_protocol_version mqttv50"
     echo "try_private true"
+    echo "cleansession true"
+    for t in "site/+/status" "sys/+/obj/#" "sys/+/run/#" "agent/+/status" "bridge/#"; do
+        echo "topic cfm/v1/$t both 1"
+    done
     echo "restart_timeout 1 2"
     echo "notifications true"
+    echo "connection $1-to-$2-messages"
+    echo "address 127.0.0.1:${BROKER_PORT[$2]}"
+    echo "bridge_protocol_version mqttv50"
+    echo "try_private true"
+    echo "cleansession false"
+    for t in "sys/+/event/#" "sys/+/sync" "site/+/ctl/req" "ctl/res/#" "agent/+/req" "agent/+/res/#"; do
+        echo "topic cfm/v1/$t both 1"
+    done
+    echo "restart_timeout 1 2"
+    echo "notifications false"
 }
 
 # federation: brokers a and c bridged to b (the hub), one manager on each,
