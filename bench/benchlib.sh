@@ -101,6 +101,9 @@ bridge_to() {
     done
     echo "restart_timeout 1 2"
     echo "notifications true"
+    # As deployed: the link's state where every site's health reads it
+    # (a peer whose bridge is up counts as online again after a heal).
+    echo "notification_topic cfm/v1/bridge/site-$1/site-$2/state"
     echo "connection $1-to-$2-messages"
     echo "address 127.0.0.1:${BROKER_PORT[$2]}"
     echo "bridge_protocol_version mqttv50"
