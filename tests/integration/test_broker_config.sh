@@ -13,7 +13,8 @@
 #      broker of site-c; a message published at site-a arrives exactly once
 #      at every broker (no loop in the mesh); cfmctl reaches a manager
 #      through another site's broker; a stopped broker is seen as a down
-#      link, and what it missed arrives when it is back.
+#      link, and what it missed arrives when it is back, and its site counts
+#      as online again.
 source "$(dirname "$0")/lib.sh"
 
 FED=$TMP/fed
@@ -309,6 +310,8 @@ web_count_is_3() {
 }
 wait_until 60 "link site-a -> site-b up again at site-c" link_is site-a site-b 1
 wait_until 30 "the update made while site-b was down at site-b" web_count_is_3
+b_online_at_a() { octl site-a sites list | grep -qE "^site-b +online"; }
+wait_until 30 "site-b online again at site-a" b_online_at_a
 
 for site in site-a site-b; do
     stop_manager "$site" || fail "manager $site exit status $? on SIGTERM"
