@@ -584,7 +584,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     uv_signal_start(&m->sig_term, on_signal, SIGTERM);
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
-    cfm_manager__forget_old_events(m);
+    cfm_manager__start_forgetting(m);
     cfm_info("manager", "site %s started (broker %s:%d, state %s)", m->cfg.site,
              m->cfg.broker_host, m->cfg.broker_port, m->cfg.state_dir);
     *out = m;

@@ -105,9 +105,10 @@ void cfm_manager__handle_event(struct cfm_manager *m, const struct cfm_topic *t,
  * (borrowed), handled as one from the broker would be; inside the
  * transaction that published it, at once or at the end of the turn. */
 void cfm_manager__loopback(void *arg, const json_t *ev);
-/* Forgets the ids of events handled longer than cfg.event_dedup_s ago,
- * then again every min(event_dedup_s, DEDUP_TICK_S) (dedup_timer). */
-void cfm_manager__forget_old_events(struct cfm_manager *m);
+/* Starts forgetting the ids of events handled longer than cfg.event_dedup_s
+ * ago: every min(event_dedup_s, DEDUP_TICK_S), from a tick after the start
+ * (dedup_timer). */
+void cfm_manager__start_forgetting(struct cfm_manager *m);
 /* Engine hook (arg: &m->api): a new run's journal begins. */
 void cfm_manager__on_run_start(void *arg, struct cfm_run *run);
 /* Engine hook (arg: &m->api): records the run now or, waiting, a little later. */

@@ -146,20 +146,27 @@ void cfm_manager__loopback(void *arg, const json_t *ev)
 #define DEDUP_BATCH 1000
 #define DEDUP_BUDGET_MS 10
 
-static void on_dedup_timer(uv_timer_t *t)
+/* The window and how often to trim within it (a zeroed config: the default). */
+static int64_t dedup_keep_s(const struct cfm_manager *m)
 {
-    cfm_manager__forget_old_events(t->data);
+    return m->cfg.event_dedup_s > 0 ? m->cfg.event_dedup_s : CFM_EVENT_DEDUP_DEFAULT_S;
 }
 
-void cfm_manager__forget_old_events(struct cfm_manager *m)
+static uint64_t dedup_tick_ms(const struct cfm_manager *m)
 {
-    int64_t keep_s = m->cfg.event_dedup_s > 0 ? m->cfg.event_dedup_s : CFM_EVENT_DEDUP_DEFAULT_S;
-    int64_t start = cfm_time_ms(), keep_ms = keep_s * 1000;
-    uint64_t next_ms = (uint64_t)(keep_s < DEDUP_TICK_S ? keep_s : DEDUP_TICK_S) * 1000;
+    int64_t keep_s = dedup_keep_s(m);
+    return (uint64_t)(keep_s < DEDUP_TICK_S ? keep_s : DEDUP_TICK_S) * 1000;
+}
+
+static void on_dedup_timer(uv_timer_t *t)
+{
+    struct cfm_manager *m = t->data;
+    int64_t start = cfm_time_ms();
+    uint64_t next_ms = dedup_tick_ms(m);
     char before[CFM_TIME_LEN];
     int deleted = DEDUP_BATCH, total = 0;
 
-    cfm_time_format(start - keep_ms, before);
+    cfm_time_format(start - dedup_keep_s(m) * 1000, before);
     while (deleted == DEDUP_BATCH) {
         if (cfm_time_ms() - start >= DEDUP_BUDGET_MS) {
             next_ms = 1; /* more to forget: after what else is waiting */
@@ -178,6 +185,12 @@ void cfm_manager__forget_old_events(struct cfm_manager *m)
     if (total > 0)
         cfm_debug("event", "forgot %d handled event(s) received before %s", total, before);
     uv_timer_start(&m->dedup_timer, on_dedup_timer, next_ms, 0);
+}
+
+void cfm_manager__start_forgetting(struct cfm_manager *m)
+{
+    /* The first trim a tick after the start, not in it: nothing is urgent. */
+    uv_timer_start(&m->dedup_timer, on_dedup_timer, dedup_tick_ms(m), 0);
 }
 
 #define RECORD_WAIT_MS 100
