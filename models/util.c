@@ -1,15 +1,22 @@
 /*
  * util.c - time stamps (RFC 3339, UTC, milliseconds), random UUIDs
- * (OpenSSL's RAND_bytes, so no hand-rolled randomness) and what
- * /proc/<pid>/stat says of a process (zombie, kernel thread).
+ * (the kernel's generator, getrandom(2): no hand-rolled randomness) and
+ * what /proc/<pid>/stat says of a process (zombie, kernel thread).
+ *
+ * Why not OpenSSL's RAND_bytes: its first call in a process sets up
+ * OpenSSL's generator (reads openssl.cnf, loads the default provider,
+ * seeds a DRBG from getrandom) and cost 3-4 ms of CPU here; every agent
+ * paid it when it wrote its first answer, ten of them at once in a
+ * recovery's critical path. getrandom(2) is the source that DRBG reads.
  */
 #include "util.h"
 
+#include <errno.h>
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,9 +99,17 @@ enum cfm_err cfm_time_parse(const char *text, int64_t *out_ms)
 enum cfm_err cfm_uuid(char out[CFM_UUID_LEN])
 {
     unsigned char b[16];
+    size_t got = 0;
 
-    if (RAND_bytes(b, sizeof b) != 1)
-        return CFM_EIO;
+    /* 16 bytes come in one call once the kernel's pool is ready (it blocks
+     * until then, early at boot only); a signal may still cut it short. */
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n < 0 && errno != EINTR)
+            return CFM_EIO;
+        if (n > 0)
+            got += (size_t)n;
+    }
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     snprintf(out, CFM_UUID_LEN,
