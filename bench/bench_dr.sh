@@ -108,20 +108,15 @@ count_running() {  # SITE ELEMENT: its running VMInstances at SITE
 
 a_offline() { dr_ctl site-b sites list | grep site-a | grep -q offline; }
 
-# first_http URL OUT: polls URL (a connect, then curl) every 50 ms, for at
-# most LIMIT seconds; writes the $EPOCHREALTIME of the first answer to OUT.
+# first_http ADDR PORT OUT: asks http://ADDR:PORT/ every 10 ms (cfm-bench-raw
+# http: one process sleeping between tries, not a shell starting processes
+# on the cores the recovery runs on), for at most LIMIT seconds; writes the
+# wall-clock time of the first answer to OUT.
 first_http() {
-    local end=$((SECONDS + LIMIT)) host=${1#http://}
-    host=${host%%/*}
-    while [ "$SECONDS" -lt "$end" ]; do
-        if (exec 3<>"/dev/tcp/${host%:*}/${host#*:}") 2>/dev/null &&
-            curl -sf --max-time 1 -o /dev/null "$1"; then
-            echo "$EPOCHREALTIME" >"$2"
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
+    local out
+    out=$("$CFM_BUILD/cfm-bench-raw" http --addr "$1" --port "$2" --every-ms 10 \
+        --timeout "$LIMIT") || return 1
+    field "$out" first_epoch_s >"$3"
 }
 
 # stages: when each element's last instance came up in site-b's DR run
@@ -182,7 +177,7 @@ one_size() {
     # site-b's public pool is 127.78.<its private net's third octet>.1-50,
     # and nothing at site-b holds an address yet: the lb gets the first.
     lb_b="127.78.$((DR_PORT[site-b] % 250 + 1)).1"
-    first_http "http://$lb_b:8000/" "$DIR/http-$n" &
+    first_http "$lb_b" 8000 "$DIR/http-$n" &
     PIDS["first-http"]=$!
     c0=$(cpu_s "${PIDS[dr-manager-site-b]}")
     t0=$EPOCHREALTIME

@@ -123,5 +123,6 @@ int raw_pingpong(int argc, char **argv);
 int raw_hops(int argc, char **argv);
 int raw_ask(int argc, char **argv);
 int raw_agents(int argc, char **argv);
+int raw_http(int argc, char **argv);
 
 #endif

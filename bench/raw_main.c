@@ -10,6 +10,7 @@
  *   hops     the same figures for the ping/pong events of cfm procedures.
  *   ask      publish, then time until the matching answer, per key.
  *   agents   COUNT cfm-agents started at once, until all are online.
+ *   http     when an HTTP service first answers (no MQTT: a poller).
  *
  * Every client speaks MQTT 5 with libmosquitto's defaults, as the manager
  * does, so the two figures differ only by what cfm adds. The clients run
@@ -38,7 +39,9 @@ const char raw_usage[] =
     "                           [--prepare-topic TOPIC --prepare TEXT --ready-topic FILTER\n"
     "                           --ready TEXT...] [--gap-ms MS] [--timeout SECONDS]\n"
     "       cfm-bench-raw agents --port PORT --count N --agent PATH --dir DIR\n"
-    "                           [--net A.B.C] [--timeout SECONDS]\n";
+    "                           [--net A.B.C] [--timeout SECONDS]\n"
+    "       cfm-bench-raw http --addr IP --port PORT [--path PATH] [--every-ms MS]\n"
+    "                           [--timeout SECONDS]\n";
 
 static const struct {
     const char *name;
@@ -46,7 +49,7 @@ static const struct {
 } modes[] = {
     {"relay", raw_relay},       {"startup", raw_startup}, {"pub", raw_pub},
     {"pingpong", raw_pingpong}, {"hops", raw_hops},       {"ask", raw_ask},
-    {"agents", raw_agents},
+    {"agents", raw_agents},     {"http", raw_http},
 };
 
 int main(int argc, char **argv)
