@@ -1,12 +1,27 @@
 /*
  * exec.c - one command on the loop. The agent never waits for a command: it
- * spawns it (uv_spawn), reads its stdout and stderr through pipes as they
- * fill, and is told of its exit by libuv, so pings and other requests are
- * answered while any number of commands run.
+ * starts it (posix_spawn), reads its stdout and stderr through pipes as
+ * they fill, and learns of its exit from SIGCHLD (a uv_signal_t per
+ * command, each reaping its own pid with waitpid(WNOHANG)), so pings and
+ * other requests are answered while any number of commands run.
  *
- * A command starts a session of its own (UV_PROCESS_DETACHED, so setsid):
- * its process group id is its pid, and a timeout kills the whole group with
- * kill(-pid, SIGKILL), grandchildren included. Of each stream the first
+ * Why posix_spawn and not uv_spawn: libuv (1.44) forks. A fork copies the
+ * agent's page tables and write-protects its memory, and the agent then
+ * takes a page fault for each page it writes until the child has exec'd;
+ * in a virtual machine whose page tables trap to the hypervisor that cost
+ * 2-3 ms of CPU per command, and a recovery starts a service on every VM
+ * at once. glibc's posix_spawn starts the child with CLONE_VM | CLONE_VFORK:
+ * no copy, nothing write-protected (docs/performance.md, "Session 6").
+ *
+ * A command starts a session of its own (POSIX_SPAWN_SETSID): its process
+ * group id is its pid, and a timeout kills the whole group with
+ * kill(-pid, SIGKILL), grandchildren included. In the child, before the
+ * exec: stdin from /dev/null (or the request's stdin through a pipe),
+ * stdout and stderr to their pipes, every other descriptor closed (so
+ * libmosquitto's socket, opened without close-on-exec, never reaches a
+ * command or a daemon it leaves behind), the request's cwd, no signal
+ * blocked and every disposition the default (the agent ignores SIGPIPE;
+ * its commands must not). Of each stream the first
  * max_output bytes are kept and the rest is read and dropped, so a chatty
  * command never blocks on a full pipe. A command that exits while something
  * it started in the background still holds its pipes gets EXIT_DRAIN_MS
@@ -17,6 +32,9 @@
  * timer); it is freed in the close callback of the last one, right after
  * the done callback, so nothing of it outlives the loop.
  */
+/* pipe2, posix_spawn_file_actions_addchdir_np and _addclosefrom_np,
+ * POSIX_SPAWN_SETSID (glibc). */
+#define _GNU_SOURCE
 #include "exec.h"
 
 #include "bounds.h"
@@ -26,14 +44,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
-#if defined(__linux__) && __has_include(<linux/close_range.h>)
-#include <linux/close_range.h>
-#endif
 
 #include "files.h"
 #include "text.h"
@@ -54,7 +71,8 @@ struct stream {
 };
 
 struct cfm_agent_exec {
-    uv_process_t proc;
+    uv_signal_t chld; /* SIGCHLD: is our command gone? */
+    pid_t pid;
     uv_timer_t timer; /* the timeout, then the drain after exit */
     uv_pipe_t in;
     uv_write_t write_req;
@@ -200,15 +218,27 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
 
 static void on_timer(uv_timer_t *t);
 
-static void on_proc_exit(uv_process_t *proc, int64_t status, int term_signal)
+/* A child of the agent exited (ours or another command's: each command
+ * asks for its own pid only). */
+static void on_sigchld(uv_signal_t *h, int signum)
 {
-    struct cfm_agent_exec *x = (struct cfm_agent_exec *)proc;
+    struct cfm_agent_exec *x = h->data;
+    pid_t got;
+    int st = 0;
 
+    (void)signum;
+    if (x->exited)
+        return;
+    do
+        got = waitpid(x->pid, &st, WNOHANG);
+    while (got < 0 && errno == EINTR);
+    if (got != x->pid)
+        return;
     x->exited = true;
-    x->exit_status = status;
-    x->term_signal = term_signal;
+    x->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+    x->term_signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
     x->duration_ms = (uv_hrtime() - x->started_ns) / 1000000u;
-    close_handle(x, (uv_handle_t *)&x->proc);
+    close_handle(x, (uv_handle_t *)&x->chld);
     uv_timer_stop(&x->timer);
     if (x->out.open || x->err.open)
         uv_timer_start(&x->timer, on_timer, EXIT_DRAIN_MS, 0);
@@ -226,7 +256,7 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     x->timed_out = true;
-    uv_kill(-x->proc.pid, SIGKILL);
+    kill(-x->pid, SIGKILL);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -245,45 +275,18 @@ void cfm_agent_exec_abort(struct cfm_agent_exec *x, const char *reason)
     if (!x->abort_reason) {
         x->abort_reason = reason;
         if (!x->exited) {
-            uv_kill(-x->proc.pid, SIGKILL);
+            kill(-x->pid, SIGKILL);
             return; /* the exit follows at once */
         }
     } else if (!x->exited) {
         /* Asked again: stop waiting for an exit that does not come (a
          * process stuck in the kernel); it is left unreaped. */
         x->exited = true;
-        close_handle(x, (uv_handle_t *)&x->proc);
+        close_handle(x, (uv_handle_t *)&x->chld);
     }
     close_stream(&x->out);
     close_stream(&x->err);
     check_over(x);
-}
-
-/* Sets close-on-exec on every descriptor above stderr. libmosquitto opens
- * its socket (and a socket pair) without it: a command, or a daemon it
- * leaves behind, holding the broker connection would keep the broker from
- * seeing the agent die, and its Last Will would come late. */
-static void cloexec_all(void)
-{
-    struct dirent *de;
-    DIR *d;
-
-#if defined(SYS_close_range) && defined(CLOSE_RANGE_CLOEXEC)
-    if (syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) == 0)
-        return;
-#endif
-    if (!(d = opendir("/proc/self/fd")))
-        return;
-    while ((de = readdir(d))) {
-        char *end;
-        long fd = strtol(de->d_name, &end, 10);
-        int flags;
-        if (*end || fd <= 2 || fd > INT_MAX || fd == dirfd(d) ||
-            (flags = fcntl((int)fd, F_GETFD)) < 0)
-            continue;
-        fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
-    }
-    closedir(d);
 }
 
 /* A JSON string that can become a C string: no NUL inside. */
@@ -465,24 +468,181 @@ unsigned cfm_agent_exec_kill_vm(const char *vm, int sig, int *pids, unsigned max
     return found;
 }
 
+/* An executable regular file (execvp passes over anything else). */
+static bool runnable(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0)
+        return false;
+    if (!S_ISREG(st.st_mode)) {
+        errno = EACCES;
+        return false;
+    }
+    return access(path, X_OK) == 0;
+}
+
+/* The program name names, found as execvp would find it with the
+ * command's own PATH (from env, not the agent's) and cwd: a name with a
+ * '/' is taken as it is, another is looked for in each directory of PATH
+ * (an empty entry being the command's cwd). false (errno set: ENOENT, or
+ * EACCES when only something not executable was found) when there is none. */
+static bool find_program(const char *name, char *const *env, const char *cwd, char *out,
+                         size_t size)
+{
+    const char *path = BASE_PATH, *dir, *end;
+    int err = ENOENT;
+
+    if (strchr(name, '/')) {
+        if (strlen(name) >= size) {
+            errno = ENAMETOOLONG;
+            return false;
+        }
+        memcpy(out, name, strlen(name) + 1);
+        return true;
+    }
+    for (size_t i = 0; env[i]; i++)
+        if (strncmp(env[i], "PATH=", 5) == 0)
+            path = env[i] + 5;
+    for (dir = path;; dir = end + 1) {
+        int n;
+        end = strchr(dir, ':');
+        if (!end)
+            end = dir + strlen(dir);
+        n = end == dir ? snprintf(out, size, "%s/%s", cwd, name)
+                       : snprintf(out, size, "%.*s/%s", (int)(end - dir), dir, name);
+        if (n > 0 && (size_t)n < size) {
+            if (runnable(out))
+                return true;
+            if (errno == EACCES)
+                err = EACCES;
+        }
+        if (!*end)
+            break;
+    }
+    errno = err;
+    return false;
+}
+
+/* A pipe whose two ends are close-on-exec and above stderr (a descriptor
+ * 0-2 would be one the child's dup2 overwrites). */
+static int pipe_above_stderr(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return -errno;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] <= 2) {
+            int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+            int e = errno;
+            close(fds[i]);
+            if (moved < 0) {
+                close(fds[1 - i]);
+                return -e;
+            }
+            fds[i] = moved;
+        }
+    }
+    return 0;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+}
+
+/* posix_spawn of the command (see the top of the file): pipes[0..5] are
+ * stdin's (or -1, -1), stdout's and stderr's, read end first; the child's
+ * ends are closed here whatever the outcome. 0 or an errno value. */
+static int spawn_command(char *const *argv, char *const *env, const char *cwd, int pipes[6],
+                         pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    bool fa_ok = false, attr_ok = false;
+    char file[PATH_MAX];
+    int rc;
+
+    if (!find_program(argv[0], env, cwd, file, sizeof file)) {
+        rc = errno;
+        goto out;
+    }
+    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+        goto out;
+    fa_ok = true;
+    if ((rc = cfm_spawnattr_init_session(&attr)) != 0)
+        goto out;
+    attr_ok = true;
+    if ((rc = pipes[0] >= 0 ? posix_spawn_file_actions_adddup2(&fa, pipes[0], 0)
+                            : posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY,
+                                                               0)) != 0 ||
+        (rc = posix_spawn_file_actions_adddup2(&fa, pipes[3], 1)) != 0 ||
+        (rc = posix_spawn_file_actions_adddup2(&fa, pipes[5], 2)) != 0 ||
+        (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
+        (rc = posix_spawn_file_actions_addchdir_np(&fa, cwd)) != 0)
+        goto out;
+    rc = posix_spawn(pid, file, &fa, &attr, argv, env);
+out:
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (attr_ok)
+        posix_spawnattr_destroy(&attr);
+    close_fds(&pipes[0], 1);
+    close_fds(&pipes[3], 1);
+    close_fds(&pipes[5], 1);
+    return rc;
+}
+
+/* Gives the agent's ends of the pipes (stdin's write end, the read ends
+ * of stdout and stderr) to x's pipe handles; each is -1 in pipes once its
+ * handle owns it. 0 or a libuv error. */
+static int open_ends(struct cfm_agent_exec *x, int pipes[6])
+{
+    int rc;
+
+    if (x->in_open) {
+        if ((rc = uv_pipe_open(&x->in, pipes[1])) != 0)
+            return rc;
+        pipes[1] = -1;
+    }
+    if ((rc = uv_pipe_open(&x->out.pipe, pipes[2])) != 0)
+        return rc;
+    pipes[2] = -1;
+    if ((rc = uv_pipe_open(&x->err.pipe, pipes[4])) != 0)
+        return rc;
+    pipes[4] = -1;
+    return 0;
+}
+
 enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *root,
                                   const json_t *req, cfm_agent_exec_done done, void *arg,
                                   struct cfm_agent_exec **out, struct cfm_why *why)
 {
     struct request r;
     struct cfm_agent_exec *x = NULL;
-    uv_process_options_t o;
-    uv_stdio_container_t stdio[3];
+    char *const *argv;
     enum cfm_err err;
     uv_buf_t buf;
-    int rc;
+    int pipes[6] = {-1, -1, -1, -1, -1, -1}, rc;
 
     if (out)
         *out = NULL;
     memset(&r, 0, sizeof r);
     if ((err = parse_request(&r, vm, root, req, why)) != CFM_OK)
         goto out;
+    argv = r.argv ? r.argv : (char *const *)r.shell_argv;
+    if ((r.stdin_text && (rc = pipe_above_stderr(&pipes[0])) != 0) ||
+        (rc = pipe_above_stderr(&pipes[2])) != 0 || (rc = pipe_above_stderr(&pipes[4])) != 0) {
+        close_fds(pipes, 6);
+        err = cfm_why_set(why, CFM_EIO, "cannot run '%.128s': %s", argv[0],
+                          uv_strerror(uv_translate_sys_error(-rc)));
+        goto out;
+    }
     if (!(x = calloc(1, sizeof *x))) {
+        close_fds(pipes, 6);
         err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
         goto out;
     }
@@ -492,6 +652,7 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
         if (!(x->stdin_data = malloc(x->stdin_len + 1))) {
             free(x);
             x = NULL;
+            close_fds(pipes, 6);
             err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
             goto out;
         }
@@ -505,31 +666,27 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
     uv_timer_init(loop, &x->timer);
     x->timer.data = x;
     x->handles++;
-    memset(stdio, 0, sizeof stdio);
-    stdio[0].flags = r.stdin_text ? UV_CREATE_PIPE | UV_READABLE_PIPE : UV_IGNORE;
-    stdio[0].data.stream = (uv_stream_t *)&x->in;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&x->out.pipe;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&x->err.pipe;
-    memset(&o, 0, sizeof o);
-    o.exit_cb = on_proc_exit;
-    o.args = r.argv ? r.argv : (char **)r.shell_argv;
-    o.file = o.args[0];
-    o.env = r.env;
-    o.cwd = r.cwd;
-    o.flags = UV_PROCESS_DETACHED; /* setsid: a group of its own, killed whole */
-    o.stdio = stdio;
-    o.stdio_count = 3;
-    cloexec_all();
-    x->started_ns = uv_hrtime();
-    x->handles++; /* the process handle: closed even when the spawn fails */
-    rc = uv_spawn(loop, &x->proc, &o);
+    /* Watching SIGCHLD before the child exists: its exit cannot be missed. */
+    uv_signal_init(loop, &x->chld);
+    x->chld.data = x;
+    x->handles++; /* closed even when the spawn fails */
+    uv_signal_start(&x->chld, on_sigchld, SIGCHLD);
+    /* The agent's ends now belong to the handles (closed with them). */
+    if ((rc = -open_ends(x, pipes)) == 0) {
+        x->started_ns = uv_hrtime();
+        rc = spawn_command(argv, r.env, r.cwd, pipes, &x->pid);
+    }
     if (rc != 0) {
-        err = cfm_why_set(why, CFM_EINVAL, "cannot run '%.128s': %s", o.file, uv_strerror(rc));
+        err = cfm_why_set(why, CFM_EINVAL, "cannot run '%.128s': %s", argv[0],
+                          uv_strerror(uv_translate_sys_error(rc)));
+        close_fds(pipes, 6);
         /* done stays NULL: the handles close and free x without a call. */
         x->exited = true;
-        close_handle(x, (uv_handle_t *)&x->proc);
+        close_handle(x, (uv_handle_t *)&x->chld);
+        if (x->in_open) {
+            x->in_open = false;
+            close_handle(x, (uv_handle_t *)&x->in);
+        }
         close_stream(&x->out);
         close_stream(&x->err);
         check_over(x);

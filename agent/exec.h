@@ -1,5 +1,5 @@
 /*
- * exec.h - the exec request: one command run on the loop (uv_spawn) with a
+ * exec.h - the exec request: one command run on the loop (posix_spawn) with a
  * timeout and a cap on the output it keeps.
  */
 #ifndef CFM_AGENT_EXEC_H

@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 extern char **environ;
 
@@ -194,18 +195,13 @@ static enum cfm_err spawn_agent(struct cfm_local_spawn *job)
     posix_spawnattr_t attr;
     bool fa_ok = false, attr_ok = false;
     char ebuf[LOCAL_ERRLEN];
-    sigset_t none, all;
     pid_t pid;
     int rc;
 
-    sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
     if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
         goto out;
     fa_ok = true;
-    if ((rc = posix_spawnattr_init(&attr)) != 0)
+    if ((rc = cfm_spawnattr_init_session(&attr)) != 0)
         goto out;
     attr_ok = true;
     if ((rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) != 0 ||
@@ -213,11 +209,7 @@ static enum cfm_err spawn_agent(struct cfm_local_spawn *job)
                                                0644)) != 0 ||
         (rc = posix_spawn_file_actions_adddup2(&fa, 1, 2)) != 0 ||
         (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
-        (rc = posix_spawn_file_actions_addchdir_np(&fa, job->dir)) != 0 ||
-        (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                                  POSIX_SPAWN_SETSIGDEF)) != 0 ||
-        (rc = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||
-        (rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0)
+        (rc = posix_spawn_file_actions_addchdir_np(&fa, job->dir)) != 0)
         goto out;
     if ((rc = posix_spawn(&pid, job->argv[0], &fa, &attr, job->argv, job->envp)) == 0)
         job->pid = pid;

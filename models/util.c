@@ -1,7 +1,8 @@
 /*
  * util.c - time stamps (RFC 3339, UTC, milliseconds), random UUIDs
  * (the kernel's generator, getrandom(2): no hand-rolled randomness) and
- * what /proc/<pid>/stat says of a process (zombie, kernel thread).
+ * what /proc/<pid>/stat says of a process (zombie, kernel thread), and the
+ * attributes a child process starts with.
  *
  * Why not OpenSSL's RAND_bytes: its first call in a process sets up
  * OpenSSL's generator (reads openssl.cnf, loads the default provider,
@@ -9,10 +10,13 @@
  * paid it when it wrote its first answer, ten of them at once in a
  * recovery's critical path. getrandom(2) is the source that DRBG reads.
  */
+/* POSIX_SPAWN_SETSID (glibc). */
+#define _GNU_SOURCE
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -158,4 +162,23 @@ bool cfm_pid_kthread(int pid)
     /* state ppid pgrp session tty_nr tpgid flags: fields 3 to 9 */
     return rest && sscanf(rest, "%*c %*d %*d %*d %*d %*d %u", &flags) == 1 &&
            (flags & PF_KTHREAD) != 0;
+}
+
+int cfm_spawnattr_init_session(posix_spawnattr_t *attr)
+{
+    sigset_t none, all;
+    int rc;
+
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    if ((rc = posix_spawnattr_init(attr)) != 0)
+        return rc;
+    if ((rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                                 POSIX_SPAWN_SETSIGDEF)) != 0 ||
+        (rc = posix_spawnattr_setsigmask(attr, &none)) != 0 ||
+        (rc = posix_spawnattr_setsigdefault(attr, &all)) != 0)
+        posix_spawnattr_destroy(attr);
+    return rc;
 }

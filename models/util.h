@@ -1,10 +1,11 @@
 /*
- * util.h - small helpers every part of cfm uses: time stamps, random IDs and
- * what /proc says of a process.
+ * util.h - small helpers every part of cfm uses: time stamps, random IDs,
+ * what /proc says of a process and how a child process starts.
  */
 #ifndef CFM_UTIL_H
 #define CFM_UTIL_H
 
+#include <spawn.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,5 +45,12 @@ bool cfm_pid_zombie(int pid);
  * /proc/<pid>/stat); its command line reads empty forever. False when it is
  * not, or is gone. */
 bool cfm_pid_kthread(int pid);
+
+/* Initialises attr for a posix_spawn'ed child in a session of its own (its
+ * process group id is its pid, so kill(-pid, sig) reaches all it starts),
+ * with no signal blocked and every signal's action the default, whatever
+ * the caller's (the agent ignores SIGPIPE, its commands must not). 0, or
+ * an errno value with attr destroyed. */
+int cfm_spawnattr_init_session(posix_spawnattr_t *attr);
 
 #endif

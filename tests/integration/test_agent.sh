@@ -129,6 +129,26 @@ assert_contains "$out" "\"stdout\":\"$ROOT_REAL/work\\nhello $VM $ROOT_REAL\\nfr
 out=$(req e5 '{"id":"e5","op":"exec","shell":"true","cwd":"../.."}')
 assert_contains "$out" "escapes the VM's disk" "cwd outside"
 
+step "exec: what a command inherits: its own session, stdio only, default signals, the request's PATH"
+out=$(req i1 '{"id":"i1","op":"exec","shell":"awk \"{ print \\$6 }\" /proc/$$/stat; echo $$"}')
+sid_pid=$(grep -o '"stdout":"[0-9]*\\n[0-9]*\\n"' <<<"$out" | grep -o '[0-9][0-9]*')
+[ -n "$sid_pid" ] && [ "$(sort -u <<<"$sid_pid" | wc -l)" -eq 1 ] ||
+    fail "the command is not the leader of its own session: $out"
+# ls lists its own descriptors: 0-2 and the one it reads the directory with;
+# the agent's broker socket and pipes are not among them.
+out=$(req i2 '{"id":"i2","op":"exec","argv":["ls","/proc/self/fd"]}')
+assert_contains "$out" '"stdout":"0\n1\n2\n3\n"' "descriptors a command gets"
+# The agent ignores SIGPIPE; yes must not: it dies of it, silently, when
+# head has what it wants.
+out=$(req i3 '{"id":"i3","op":"exec","shell":"yes | head -c 2"}')
+assert_contains "$out" '"code":0,"signal":null,"stdout":"y\n","stderr":""' "SIGPIPE restored for commands"
+out=$(req i4 '{"id":"i4","op":"put_file","path":"/opt/app/bin/hello","content":"#!/bin/sh\necho hello from $0\n","mode":"0755"}')
+assert_contains "$out" '"ok":true' "put_file of a program"
+out=$(req i5 "{\"id\":\"i5\",\"op\":\"exec\",\"argv\":[\"hello\"],\"env\":{\"PATH\":\"/nowhere:$ROOT_REAL/opt/app/bin\"}}")
+assert_contains "$out" "\"stdout\":\"hello from $ROOT_REAL/opt/app/bin/hello\\n\"" "a program found on the request's PATH"
+out=$(req i6 '{"id":"i6","op":"exec","argv":["hello"]}')
+assert_contains "$out" "\"error\":\"cannot run 'hello': no such file or directory\"" "a program not on the default PATH"
+
 step "exec: a timeout kills the whole process group"
 out=$(req e6 "{\"id\":\"e6\",\"op\":\"exec\",\"shell\":\"echo \$\$ > pgid; sleep $LONG & sleep $LONG\",\"timeout_s\":1}")
 assert_contains "$out" '"code":null,"signal":9' "timed out command"
