@@ -1,9 +1,13 @@
 /*
  * exec.c - one command on the loop. The agent never waits for a command: it
  * starts it (posix_spawn), reads its stdout and stderr through pipes as
- * they fill, and learns of its exit from SIGCHLD (a uv_signal_t per
- * command, each reaping its own pid with waitpid(WNOHANG)), so pings and
- * other requests are answered while any number of commands run.
+ * they fill, and learns of its exit from a pidfd of its own (pidfd_open,
+ * Linux 5.3; readable once the command has exited, watched by a uv_poll_t;
+ * then waitpid(WNOHANG) reaps it), so pings and other requests are
+ * answered while any number of commands run. Without pidfds (an older
+ * kernel) a 10 ms timer asks waitpid instead. Not SIGCHLD: a uv_signal_t
+ * per command would have every exit write a message per running command
+ * into libuv's signal pipe, which drops what does not fit.
  *
  * Why posix_spawn and not uv_spawn: libuv (1.44) forks. A fork copies the
  * agent's page tables and write-protects its memory, and the agent then
@@ -49,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +62,7 @@
 #include "util.h"
 
 #define EXIT_DRAIN_MS 500
+#define GONE_TICK_MS 10
 #define READ_CHUNK (64u << 10)
 #define BASE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define BASE_ENV 4
@@ -71,7 +77,11 @@ struct stream {
 };
 
 struct cfm_agent_exec {
-    uv_signal_t chld; /* SIGCHLD: is our command gone? */
+    union {
+        uv_poll_t poll;  /* on pidfd */
+        uv_timer_t tick; /* without one: waitpid every GONE_TICK_MS */
+    } gone;              /* the command's end; x->handles counts it from the spawn on */
+    int pidfd;           /* -1 when none */
     pid_t pid;
     uv_timer_t timer; /* the timeout, then the drain after exit */
     uv_pipe_t in;
@@ -135,6 +145,11 @@ static void finish(struct cfm_agent_exec *x)
 static void on_closed(uv_handle_t *h)
 {
     struct cfm_agent_exec *x = h->data;
+
+    if (h == (uv_handle_t *)&x->gone && x->pidfd >= 0) {
+        close(x->pidfd); /* only now: the poll handle watched it until closed */
+        x->pidfd = -1;
+    }
 
     if (--x->handles == 0)
         finish(x);
@@ -218,15 +233,12 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *buf)
 
 static void on_timer(uv_timer_t *t);
 
-/* A child of the agent exited (ours or another command's: each command
- * asks for its own pid only). */
-static void on_sigchld(uv_signal_t *h, int signum)
+/* Reaps the command if it has exited, and goes on as for an exit. */
+static void reap(struct cfm_agent_exec *x)
 {
-    struct cfm_agent_exec *x = h->data;
     pid_t got;
     int st = 0;
 
-    (void)signum;
     if (x->exited)
         return;
     do
@@ -238,11 +250,48 @@ static void on_sigchld(uv_signal_t *h, int signum)
     x->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 0;
     x->term_signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
     x->duration_ms = (uv_hrtime() - x->started_ns) / 1000000u;
-    close_handle(x, (uv_handle_t *)&x->chld);
+    close_handle(x, (uv_handle_t *)&x->gone);
     uv_timer_stop(&x->timer);
     if (x->out.open || x->err.open)
         uv_timer_start(&x->timer, on_timer, EXIT_DRAIN_MS, 0);
     check_over(x);
+}
+
+#ifdef SYS_pidfd_open
+static void on_gone_poll(uv_poll_t *h, int status, int events)
+{
+    (void)status; /* an error on a pidfd: ask waitpid all the same */
+    (void)events;
+    reap(h->data);
+}
+#endif
+
+static void on_gone_tick(uv_timer_t *t)
+{
+    reap(t->data);
+}
+
+/* Watches for the end of the command just spawned: its pidfd when the
+ * kernel has them, else a tick. Cannot fail. */
+static void watch_gone(uv_loop_t *loop, struct cfm_agent_exec *x)
+{
+    x->pidfd = -1;
+#ifdef SYS_pidfd_open
+    x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
+    if (x->pidfd >= 0 && uv_poll_init(loop, &x->gone.poll, x->pidfd) == 0) {
+        x->gone.poll.data = x;
+        x->handles++;
+        uv_poll_start(&x->gone.poll, UV_READABLE, on_gone_poll);
+        return;
+    }
+    if (x->pidfd >= 0)
+        close(x->pidfd);
+    x->pidfd = -1;
+#endif
+    uv_timer_init(loop, &x->gone.tick);
+    x->gone.tick.data = x;
+    x->handles++;
+    uv_timer_start(&x->gone.tick, on_gone_tick, GONE_TICK_MS, GONE_TICK_MS);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -282,7 +331,7 @@ void cfm_agent_exec_abort(struct cfm_agent_exec *x, const char *reason)
         /* Asked again: stop waiting for an exit that does not come (a
          * process stuck in the kernel); it is left unreaped. */
         x->exited = true;
-        close_handle(x, (uv_handle_t *)&x->chld);
+        close_handle(x, (uv_handle_t *)&x->gone);
     }
     close_stream(&x->out);
     close_stream(&x->err);
@@ -666,11 +715,6 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
     uv_timer_init(loop, &x->timer);
     x->timer.data = x;
     x->handles++;
-    /* Watching SIGCHLD before the child exists: its exit cannot be missed. */
-    uv_signal_init(loop, &x->chld);
-    x->chld.data = x;
-    x->handles++; /* closed even when the spawn fails */
-    uv_signal_start(&x->chld, on_sigchld, SIGCHLD);
     /* The agent's ends now belong to the handles (closed with them). */
     if ((rc = -open_ends(x, pipes)) == 0) {
         x->started_ns = uv_hrtime();
@@ -682,7 +726,6 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
         close_fds(pipes, 6);
         /* done stays NULL: the handles close and free x without a call. */
         x->exited = true;
-        close_handle(x, (uv_handle_t *)&x->chld);
         if (x->in_open) {
             x->in_open = false;
             close_handle(x, (uv_handle_t *)&x->in);
@@ -693,6 +736,7 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
         x = NULL;
         goto out;
     }
+    watch_gone(loop, x);
     x->done = done;
     x->arg = arg;
     uv_read_start((uv_stream_t *)&x->out.pipe, on_alloc, on_read);
