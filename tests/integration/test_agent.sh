@@ -177,6 +177,22 @@ assert_eq "" "$(answers long)" "the long command's answer before its end"
 long_answered() { answers long | grep -q '"timed_out":true'; }
 wait_until 15 "the long command's answer" long_answered
 
+step "exec: as many commands as the agent runs at once, each answered when it ends, none left unreaped"
+stdbuf -oL mosquitto_sub -d -p "$PORT" -q 1 -t "cfm/v1/agent/$VM/res/+" >"$TMP/sub-many.out" &
+PIDS[sub-many]=$!
+wait_until 5 "subscriber for the many" grep -q '^Subscribed' "$TMP/sub-many.out"
+for i in $(seq 64); do
+    send "{\"id\":\"m$i\",\"op\":\"exec\",\"shell\":\"sleep 0.$((i % 4)); echo $i\"}"
+done
+many_answered() { [ "$(grep -c '^{"id":"m[0-9]*","ok":true,"code":0' "$TMP/sub-many.out")" -eq 64 ]; }
+wait_until 30 "64 commands answered" many_answered
+for i in $(seq 64); do
+    grep -q "^{\"id\":\"m$i\",\"ok\":true,\"code\":0,\"signal\":null,\"stdout\":\"$i\\\\n\"" \
+        "$TMP/sub-many.out" || fail "command m$i: $(grep "\"m$i\"" "$TMP/sub-many.out")"
+done
+zombies=$(ps -o stat= --ppid "${PIDS[agent-vm1]}" | grep -c '^Z' || true)
+assert_eq 0 "$zombies" "the agent's children left unreaped"
+
 step "put_file then get_file: atomic, mode applied, on disk under the root"
 out=$(req f1 '{"id":"f1","op":"put_file","path":"/etc/app/app.conf","content":"a=1\nb=2\n","mode":"0640"}')
 assert_eq '{"id":"f1","ok":true,"path":"/etc/app/app.conf","size":8}' "$out" "put_file"
