@@ -695,6 +695,7 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
         err = cfm_why_set(why, CFM_ENOMEM, "out of memory");
         goto out;
     }
+    x->pidfd = -1;
     x->max_output = r.max_output;
     if (r.stdin_text) {
         x->stdin_len = json_string_length(r.stdin_text);
