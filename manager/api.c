@@ -440,6 +440,7 @@ void cfm_api_record_run(struct cfm_api_ctx *ctx, struct cfm_run *run)
     struct cfm_why why = {{0}};
     struct cfm_obj *obj;
     json_t *body;
+    uint64_t sum;
     char *text;
 
     cfm_time_format(cfm_run_started_ms(run), started);
@@ -467,12 +468,24 @@ void cfm_api_record_run(struct cfm_api_ctx *ctx, struct cfm_run *run)
                                          ? cfm_run_ended_ms(run) - cfm_run_started_ms(run)
                                          : 0));
     text = json_dumps(body, JSON_COMPACT);
+    /* A record like the last one written is not written again: a run that
+     * waits for the same thing over and over (event hops) would rewrite and
+     * replicate the same record every RECORD_WAIT_MS. */
+    sum = text ? cfm_fnv1a64(text, strlen(text)) | 1 : 0;
+    if (sum && sum == cfm_run_record_sum(run)) {
+        free(text);
+        json_decref(body);
+        return;
+    }
     obj = cfm_obj_new(CFM_KIND_PROCEDURE_RUN, cfm_run_system(run), cfm_run_id(run), body);
-    if (!obj || cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK)
+    if (!obj || cfm_replica_write(ctx->replica, &obj, 1, &why) != CFM_OK) {
         cfm_error("api", "cannot record run %s: %s", cfm_run_id(run), why.text);
+        sum = 0;
+    }
     if (text && cfm_topic_build(topic, sizeof topic, CFM_TOPIC_RUN, cfm_run_system(run),
                                 cfm_run_id(run), NULL, NULL) == CFM_OK)
         cfm_replica_publish(ctx->replica, topic, text, strlen(text), true);
+    cfm_run_set_record_sum(run, sum);
     free(text);
     cfm_obj_free(obj);
 }

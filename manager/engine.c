@@ -241,10 +241,8 @@ static void on_deadline(struct cfm_tnode *t)
 
 static void seed_rng(struct cfm_run *r)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = cfm_fnv1a64(r->id, strlen(r->id));
 
-    for (const unsigned char *p = (const unsigned char *)r->id; *p; p++)
-        h = (h ^ *p) * 1099511628211ull;
     r->rng[0] = h | 1;
     r->rng[1] = (h * 0x9e3779b97f4a7c15ull) ^ 0xda3e39cb94b95bdbull;
 }
@@ -870,3 +868,5 @@ bool cfm_run_resumable(const struct cfm_run *r) { return r->resumable; }
 bool cfm_run_replaying(const struct cfm_run *r) { return cfm_engine__replaying(r); }
 bool cfm_run_marked(const struct cfm_run *r) { return r->host_mark; }
 void cfm_run_set_marked(struct cfm_run *r, bool on) { r->host_mark = on; }
+uint64_t cfm_run_record_sum(const struct cfm_run *r) { return r->record_sum; }
+void cfm_run_set_record_sum(struct cfm_run *r, uint64_t sum) { r->record_sum = sum; }

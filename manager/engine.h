@@ -166,6 +166,9 @@ bool cfm_run_replaying(const struct cfm_run *r);
 /* A flag of the host's own (false at start). */
 bool cfm_run_marked(const struct cfm_run *r);
 void cfm_run_set_marked(struct cfm_run *r, bool on);
+/* The host's digest of the run's record as last written (0: none yet). */
+uint64_t cfm_run_record_sum(const struct cfm_run *r);
+void cfm_run_set_record_sum(struct cfm_run *r, uint64_t sum);
 /* Returns a new JSON array of the run's last log lines {"time","level","text"}. */
 json_t *cfm_run_log_json(const struct cfm_run *r);
 

@@ -142,6 +142,7 @@ struct cfm_run {
     char *diverged;              /* why the replay cannot go on: the run fails */
     bool resumable;              /* failed because its procedure changed */
     bool host_mark;              /* the host's own flag (cfm_run_set_marked) */
+    uint64_t record_sum;         /* the host's digest of the record it wrote last */
     struct cfm_run *next, *prev; /* engine's list of active runs, then of ended ones */
     struct cfm_run *next_by_id;  /* chain of its bucket in engine's index */
     char text[];                 /* id, system, event, event id */

@@ -182,3 +182,13 @@ int cfm_spawnattr_init_session(posix_spawnattr_t *attr)
         posix_spawnattr_destroy(attr);
     return rc;
 }
+
+uint64_t cfm_fnv1a64(const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}

@@ -46,6 +46,10 @@ bool cfm_pid_zombie(int pid);
  * not, or is gone. */
 bool cfm_pid_kthread(int pid);
 
+/* FNV-1a, 64 bits, of len bytes at p: a digest to tell texts apart, not
+ * to resist anyone choosing them. */
+uint64_t cfm_fnv1a64(const void *p, size_t len);
+
 /* Initialises attr for a posix_spawn'ed child in a session of its own (its
  * process group id is its pid, so kill(-pid, sig) reaches all it starts),
  * with no signal blocked and every signal's action the default, whatever

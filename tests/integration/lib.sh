@@ -140,6 +140,27 @@ start_manager() {
     wait_until 15 "manager $site answering" ctl "$site" -t 0.3 ping
 }
 
+# one_site_shop PROCEDURES [FLAG...]: broker a and manager site-a (with the
+# procedures of tests/integration/procedures and FLAGs), and loaded there a
+# system "shop" of site-a alone with PROCEDURES (its "procedures" object,
+# JSON) and one VM class.
+one_site_shop() {
+    local procs=$1 out
+    shift
+    cat >"$TMP/shop.json" <<JSON
+{
+  "id": "shop",
+  "sites": ["site-a"],
+  "primary": "site-a",
+  "procedures": $procs,
+  "objects": {"VMClass": {"small": {"image": "cfm-local", "cpu": 1, "memory_mb": 256}}}
+}
+JSON
+    start_broker a
+    start_manager site-a a --procedures "$CFM_SRC/tests/integration/procedures" "$@"
+    out=$(ctl site-a system load "$TMP/shop.json") || fail "load: $out"
+}
+
 stop_manager() {  # SIGTERM: returns the exit status of the manager
     local pid=${PIDS[manager-$1]} status=0
     kill -TERM "$pid" 2>/dev/null

@@ -7,22 +7,9 @@
 # the run it started before is not started twice.
 source "$(dirname "$0")/lib.sh"
 
-PROCS=$CFM_SRC/tests/integration/procedures
 WINDOW=2
 
-cat >"$TMP/shop.json" <<'JSON'
-{
-  "id": "shop",
-  "sites": ["site-a"],
-  "primary": "site-a",
-  "procedures": {"note": {"script": "note_seen.lua", "run_at": "site-a"}},
-  "objects": {"VMClass": {"small": {"image": "cfm-local", "cpu": 1, "memory_mb": 256}}}
-}
-JSON
-
-start_broker a
-start_manager site-a a --procedures "$PROCS" --event-dedup-s "$WINDOW"
-out=$(ctl site-a system load "$TMP/shop.json") || fail "load: $out"
+one_site_shop '{"note": {"script": "note_seen.lua", "run_at": "site-a"}}' --event-dedup-s "$WINDOW"
 
 handled() {  # handled ID: how many times site-a handled event ID (its info lines)
     grep -c "event: event note on shop (id $1," "$TMP/site-a.log"

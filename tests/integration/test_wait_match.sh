@@ -7,21 +7,7 @@
 # in order: only the matching ones.
 source "$(dirname "$0")/lib.sh"
 
-PROCS=$CFM_SRC/tests/integration/procedures
-
-cat >"$TMP/shop.json" <<'JSON'
-{
-  "id": "shop",
-  "sites": ["site-a"],
-  "primary": "site-a",
-  "procedures": {"matchwait": {"script": "match.lua", "run_at": "site-a"}},
-  "objects": {"VMClass": {"small": {"image": "cfm-local", "cpu": 1, "memory_mb": 256}}}
-}
-JSON
-
-start_broker a
-start_manager site-a a --procedures "$PROCS"
-out=$(ctl site-a system load "$TMP/shop.json") || fail "load: $out"
+one_site_shop '{"matchwait": {"script": "match.lua", "run_at": "site-a"}}'
 
 step "a run waits for its first probe"
 pub a cfm/v1/sys/shop/event/matchwait '{"id": "ev-match-1", "payload": {}}'
