@@ -15,8 +15,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <arpa/inet.h>
 #include <limits.h>
-#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -76,9 +77,11 @@ bool cfm_svc_parse_addr(const char *text, struct cfm_svc_addr *addr)
 {
     char host[CFM_SVC_MAX_ADDR + 1];
     const char *port, *end;
-    struct addrinfo hints = {0}, *res = NULL;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&addr->sa;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&addr->sa;
     size_t n = strlen(text);
-    bool ok;
+    bool v6;
+    int w;
 
     if (n == 0 || n > CFM_SVC_MAX_ADDR)
         return false;
@@ -101,24 +104,26 @@ bool cfm_svc_parse_addr(const char *text, struct cfm_svc_addr *addr)
         return false;
     memcpy(host, text, n);
     host[n] = '\0';
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+    /* inet_pton, not getaddrinfo: the address is numeric, and cfm-svc is
+     * linked statically (CMakeLists.txt), where getaddrinfo would need the
+     * shared libraries of the glibc it was built with. */
+    memset(&addr->sa, 0, sizeof addr->sa);
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)strtol(port, NULL, 10));
+        addr->len = sizeof *sin;
+        v6 = false;
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)strtol(port, NULL, 10));
+        addr->len = sizeof *sin6;
+        v6 = true;
+    } else {
         return false;
-    ok = res->ai_addrlen <= sizeof addr->sa;
-    if (ok) {
-        bool v6 = res->ai_family == AF_INET6;
-        int w;
-
-        memcpy(&addr->sa, res->ai_addr, res->ai_addrlen);
-        addr->len = res->ai_addrlen;
-        w = snprintf(addr->text, sizeof addr->text, "%s%s%s:%s", v6 ? "[" : "", host, v6 ? "]" : "",
-                     port);
-        ok = w > 0 && (size_t)w < sizeof addr->text;
     }
-    freeaddrinfo(res);
-    return ok;
+    w = snprintf(addr->text, sizeof addr->text, "%s%s%s:%s", v6 ? "[" : "", host, v6 ? "]" : "",
+                 port);
+    return w > 0 && (size_t)w < sizeof addr->text;
 }
 
 static bool valid_name(const char *s)
