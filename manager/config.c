@@ -21,7 +21,7 @@ static const char usage[] =
     "usage: cfm-manager [--config FILE] [--site ID] [--broker HOST:PORT]\n"
     "                   [--state-dir DIR] [--driver local] [--procedures DIR]\n"
     "                   [--username NAME] [--password-file FILE] [--log-level LEVEL]\n"
-    "                   [--event-dedup-s SECONDS]\n"
+    "                   [--event-dedup-s SECONDS] [--run-history-s SECONDS]\n"
     "Flags override the same fields of the --config file; see docs/operations.md.\n";
 
 const char *cfm_config_usage(void)
@@ -64,10 +64,43 @@ static enum cfm_err set_driver(struct cfm_config *cfg, json_t *driver, const cha
     return CFM_OK;
 }
 
+/* A number of seconds from 1 to max: the file's field name (left alone
+ * when absent) or the value of flag. */
+static enum cfm_err seconds_field(const json_t *root, const char *name, int64_t max,
+                                  int64_t *dst, const char *path, struct cfm_why *why)
+{
+    const json_t *v = json_object_get(root, name);
+
+    if (!v)
+        return CFM_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max)
+        return cfm_why_set(why, CFM_ECONFIG, "%s: %s: must be an integer from 1 to %lld", path,
+                           name, (long long)max);
+    *dst = json_integer_value(v);
+    return CFM_OK;
+}
+
+static enum cfm_err seconds_flag(const char *val, const char *flag, int64_t max, int64_t *dst,
+                                 struct cfm_why *why)
+{
+    char *end = NULL;
+    long long n;
+
+    errno = 0;
+    n = strtoll(val, &end, 10);
+    if (errno || end == val || *end || n < 1 || n > max)
+        return cfm_why_set(why, CFM_ECONFIG,
+                           "%s: '%.32s' is not a number of seconds from 1 to %lld", flag, val,
+                           (long long)max);
+    *dst = n;
+    return CFM_OK;
+}
+
 static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct cfm_why *why)
 {
     static const char *const known[] = {"site",           "broker",    "state_dir",    "driver",
-                                        "procedures_dir", "log_level", "event_dedup_s"};
+                                        "procedures_dir", "log_level", "event_dedup_s",
+                                        "run_history_s"};
     enum cfm_err err = CFM_ECONFIG;
     json_error_t jerr;
     json_t *root, *v, *broker;
@@ -93,7 +126,7 @@ static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct c
         if (!ok) {
             cfm_why_set(why, CFM_ECONFIG,
                         "%s: unknown field '%.64s' (known: site, broker, state_dir, driver, "
-                        "procedures_dir, log_level, event_dedup_s)",
+                        "procedures_dir, log_level, event_dedup_s, run_history_s)",
                         path, key);
             goto out;
         }
@@ -115,15 +148,11 @@ static enum cfm_err load_file(struct cfm_config *cfg, const char *path, struct c
         cfm_why_set(why, CFM_ECONFIG, "%s: log_level: must be debug, info, warn or error", path);
         goto out;
     }
-    if ((v = json_object_get(root, "event_dedup_s"))) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-            json_integer_value(v) > CFM_EVENT_DEDUP_MAX_S) {
-            cfm_why_set(why, CFM_ECONFIG, "%s: event_dedup_s: must be an integer from 1 to %lld",
-                        path, (long long)CFM_EVENT_DEDUP_MAX_S);
-            goto out;
-        }
-        cfg->event_dedup_s = json_integer_value(v);
-    }
+    if (seconds_field(root, "event_dedup_s", CFM_EVENT_DEDUP_MAX_S, &cfg->event_dedup_s, path,
+                      why) != CFM_OK ||
+        seconds_field(root, "run_history_s", CFM_RUN_HISTORY_MAX_S, &cfg->run_history_s, path,
+                      why) != CFM_OK)
+        goto out;
     if ((v = json_object_get(root, "driver")) && set_driver(cfg, v, "driver", why) != CFM_OK)
         goto out;
     if ((broker = json_object_get(root, "broker"))) {
@@ -207,6 +236,7 @@ enum cfm_err cfm_config_from_args(int argc, char **argv, struct cfm_config *cfg,
     cfg->broker_port = 1883;
     cfg->log_level = CFM_LOG_INFO;
     cfg->event_dedup_s = CFM_EVENT_DEDUP_DEFAULT_S;
+    cfg->run_history_s = CFM_RUN_HISTORY_DEFAULT_S;
 
     /* --config first, so that flags override it wherever they stand. */
     for (int i = 1; i < argc; i++) {
@@ -251,19 +281,11 @@ enum cfm_err cfm_config_from_args(int argc, char **argv, struct cfm_config *cfg,
             err = cfm_log_parse_level(val, &cfg->log_level);
             if (err != CFM_OK)
                 cfm_why_set(why, CFM_ECONFIG, "--log-level: must be debug, info, warn or error");
-        } else if (strcmp(flag, "--event-dedup-s") == 0) {
-            char *end = NULL;
-            long long n;
-            errno = 0;
-            n = strtoll(val, &end, 10);
-            if (errno || end == val || *end || n < 1 || n > CFM_EVENT_DEDUP_MAX_S)
-                return cfm_why_set(why, CFM_ECONFIG,
-                                   "--event-dedup-s: '%.32s' is not a number of seconds from 1 "
-                                   "to %lld",
-                                   val, (long long)CFM_EVENT_DEDUP_MAX_S);
-            cfg->event_dedup_s = n;
-            err = CFM_OK;
-        } else
+        } else if (strcmp(flag, "--event-dedup-s") == 0)
+            err = seconds_flag(val, flag, CFM_EVENT_DEDUP_MAX_S, &cfg->event_dedup_s, why);
+        else if (strcmp(flag, "--run-history-s") == 0)
+            err = seconds_flag(val, flag, CFM_RUN_HISTORY_MAX_S, &cfg->run_history_s, why);
+        else
             return cfm_why_set(why, CFM_ECONFIG, "%s: unknown flag", flag);
         if (err != CFM_OK)
             return CFM_ECONFIG;

@@ -6,7 +6,7 @@
  *    "username": "cfm-site-a", "password_file": "/etc/cfm/site-a.pw"},
  *    "state_dir": "/var/lib/cfm", "driver": {"type": "local"},
  *    "procedures_dir": "/usr/share/cfm/procedures", "log_level": "info",
- *    "event_dedup_s": 604800}
+ *    "event_dedup_s": 604800, "run_history_s": 2592000}
  */
 #ifndef CFM_CONFIG_H
 #define CFM_CONFIG_H
@@ -34,10 +34,13 @@ struct cfm_config {
     json_t *driver;                   /* owned; {"type": "local", ...} */
     enum cfm_log_level log_level;
     int64_t event_dedup_s;            /* how long a handled event's id is remembered */
+    int64_t run_history_s;            /* how long an ended run's record is kept */
 };
 
 #define CFM_EVENT_DEDUP_DEFAULT_S (7 * 24 * 3600)
 #define CFM_EVENT_DEDUP_MAX_S ((int64_t)10 * 366 * 24 * 3600)
+#define CFM_RUN_HISTORY_DEFAULT_S (30 * 24 * 3600)
+#define CFM_RUN_HISTORY_MAX_S CFM_EVENT_DEDUP_MAX_S
 
 /* Fills cfg from argv (the manager's command line, argv[0] included): reads
  * --config FILE first, then applies every other flag over it, then checks

@@ -333,6 +333,7 @@ static void close_all(struct cfm_manager *m)
     uv_close((uv_handle_t *)&m->ack_timer, NULL);
     uv_close((uv_handle_t *)&m->trim_timer, NULL);
     uv_close((uv_handle_t *)&m->dedup_timer, NULL);
+    uv_close((uv_handle_t *)&m->history_timer, NULL);
 }
 
 /* glibc gives memory back to the system only from the top of its heap. A
@@ -576,8 +577,10 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     uv_timer_init(loop, &m->ack_timer);
     uv_timer_init(loop, &m->trim_timer);
     uv_timer_init(loop, &m->dedup_timer);
+    uv_timer_init(loop, &m->history_timer);
     m->sig_term.data = m->sig_int.data = m->sig_hup.data = m->stop_timer.data = m;
     m->record_timer.data = m->ack_timer.data = m->trim_timer.data = m->dedup_timer.data = m;
+    m->history_timer.data = m;
     /* Before any message arrives: events held by the broker for this
      * session while we were down find their runs waiting again. */
     cfm_journal_restore_all(m->store, m->engine);
@@ -585,6 +588,7 @@ enum cfm_err cfm_manager_start(uv_loop_t *loop, struct cfm_config *cfg, int argc
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
     cfm_manager__start_forgetting(m);
+    cfm_manager__start_run_history(m);
     cfm_info("manager", "site %s started (broker %s:%d, state %s)", m->cfg.site,
              m->cfg.broker_host, m->cfg.broker_port, m->cfg.state_dir);
     *out = m;

@@ -8,6 +8,7 @@
  *                    BusinessSystem cache and the subscriptions of members
  *   manager_runs.c   runs: the ones events start, and the engine's hooks that
  *                    record and journal them
+ *   run_history.c    ended runs' records deleted after cfg.run_history_s
  *
  * Everything runs on the manager's loop thread; nothing here locks.
  */
@@ -70,6 +71,10 @@ struct cfm_manager {
     uv_timer_t trim_timer;
     /* Forgets handled events older than cfg.event_dedup_s (seen_events). */
     uv_timer_t dedup_timer;
+    /* Deletes the records of runs ended over cfg.run_history_s ago
+     * (run_history.c), scanning from the cursor. */
+    uv_timer_t history_timer;
+    struct cfm_store_cursor history_cursor;
     size_t backlog_peak;         /* most unacknowledged publishes since the last trim */
     int stop_mid;
     bool stopping;
@@ -109,6 +114,9 @@ void cfm_manager__loopback(void *arg, const json_t *ev);
  * ago: every min(event_dedup_s, DEDUP_TICK_S), from a tick after the start
  * (dedup_timer). */
 void cfm_manager__start_forgetting(struct cfm_manager *m);
+/* Starts deleting the records of runs this site ran that ended over
+ * cfg.run_history_s ago (history_timer). */
+void cfm_manager__start_run_history(struct cfm_manager *m);
 /* Engine hook (arg: &m->api): a new run's journal begins. */
 void cfm_manager__on_run_start(void *arg, struct cfm_run *run);
 /* Engine hook (arg: &m->api): records the run now or, waiting, a little later. */

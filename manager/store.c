@@ -514,33 +514,27 @@ enum cfm_err cfm_store_put(struct cfm_store *st, const struct cfm_obj *obj)
     return err;
 }
 
-enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter *f,
-                            cfm_store_obj_fn fn, void *arg)
+/* Steps s (statement which, objects in OBJ_COLS order), calling fn with
+ * each object until it returns false; a row that does not parse is skipped
+ * (row_to_obj logs it). With cur, cur moves past every row read and
+ * *visited counts them. Releases s. */
+static enum cfm_err visit_rows(struct cfm_store *st, sqlite3_stmt *s, enum stmt_id which,
+                               cfm_store_obj_fn fn, void *arg, struct cfm_store_cursor *cur,
+                               size_t *visited)
 {
-    static const struct cfm_store_filter all = {NULL, -1, false};
     enum cfm_err err = CFM_OK;
-    const char *kname = NULL;
-    enum stmt_id which;
-    sqlite3_stmt *s;
     int rc;
 
-    if (!f)
-        f = &all;
-    if (!st || !fn || f->kind < -1 || f->kind >= CFM_KIND__COUNT ||
-        (f->system && !cfm_id_valid(f->system)))
-        return CFM_EINVAL;
-    if (f->kind >= 0)
-        kname = cfm_kind_name((enum cfm_kind)f->kind);
-    which = STMT_OBJ_EACH_ALL + (f->system ? 1 : 0) + (kname ? 2 : 0);
-    /* The variants number their parameters alike, so all three are bound;
-     * an absent filter field is bound NULL and unused. */
-    s = cfm_store__query(st, which, "tti", f->system, kname, (int64_t)f->include_deleted);
-    if (!s)
-        return CFM_ESTORE;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct cfm_obj *obj;
         bool more;
 
+        if (cur) {
+            const unsigned char *sys = sqlite3_column_text(s, 0), *id = sqlite3_column_text(s, 2);
+            ++*visited;
+            snprintf(cur->system, sizeof cur->system, "%s", sys ? (const char *)sys : "");
+            snprintf(cur->id, sizeof cur->id, "%s", id ? (const char *)id : "");
+        }
         err = row_to_obj(s, &obj);
         if (err == CFM_EINVAL) {        /* damaged: logged, skipped */
             err = CFM_OK;
@@ -557,6 +551,50 @@ enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter 
         return cfm_store__fail(st, which);
     cfm_store__release(s);
     return err;
+}
+
+enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter *f,
+                            cfm_store_obj_fn fn, void *arg)
+{
+    static const struct cfm_store_filter all = {NULL, -1, false};
+    const char *kname = NULL;
+    enum stmt_id which;
+    sqlite3_stmt *s;
+
+    if (!f)
+        f = &all;
+    if (!st || !fn || f->kind < -1 || f->kind >= CFM_KIND__COUNT ||
+        (f->system && !cfm_id_valid(f->system)))
+        return CFM_EINVAL;
+    if (f->kind >= 0)
+        kname = cfm_kind_name((enum cfm_kind)f->kind);
+    which = STMT_OBJ_EACH_ALL + (f->system ? 1 : 0) + (kname ? 2 : 0);
+    /* The variants number their parameters alike, so all three are bound;
+     * an absent filter field is bound NULL and unused. */
+    s = cfm_store__query(st, which, "tti", f->system, kname, (int64_t)f->include_deleted);
+    if (!s)
+        return CFM_ESTORE;
+    return visit_rows(st, s, which, fn, arg, NULL, NULL);
+}
+
+enum cfm_err cfm_store_each_after(struct cfm_store *st, enum cfm_kind kind,
+                                  struct cfm_store_cursor *cur, size_t max, cfm_store_obj_fn fn,
+                                  void *arg, size_t *visited)
+{
+    struct cfm_store_cursor from;
+    sqlite3_stmt *s;
+
+    *visited = 0;
+    if (!st || !fn || !cur || (int)kind < 0 || kind >= CFM_KIND__COUNT || max == 0 ||
+        max > INT64_MAX)
+        return CFM_EINVAL;
+    /* Bound as it was (SQLITE_STATIC: read while stepping), not as cur moves. */
+    from = *cur;
+    s = cfm_store__query(st, STMT_OBJ_KIND_AFTER, "ttti", cfm_kind_name(kind), from.system,
+                         from.id, (int64_t)max);
+    if (!s)
+        return CFM_ESTORE;
+    return visit_rows(st, s, STMT_OBJ_KIND_AFTER, fn, arg, cur, visited);
 }
 
 enum cfm_err cfm_store_versions(struct cfm_store *st, const char *system,

@@ -78,6 +78,23 @@ typedef bool (*cfm_store_obj_fn)(void *arg, const struct cfm_obj *obj);
 enum cfm_err cfm_store_each(struct cfm_store *st, const struct cfm_store_filter *f,
                             cfm_store_obj_fn fn, void *arg);
 
+/* Where a scan of one kind stands: the last (system, id) it visited;
+ * zeroed, before the first. */
+struct cfm_store_cursor {
+    char system[CFM_MAX_ID + 1];
+    char id[CFM_MAX_ID + 1];
+};
+
+/* Visits at most max live objects of kind (every system), those after cur
+ * in (system, id) order, and moves cur past each row read (one that does
+ * not parse too: it is skipped with a logged warning). *visited gets how
+ * many rows were read; fewer than max when the scan reached the end. A
+ * kind scanned a batch at a time, each batch a range of the (kind, system)
+ * index. */
+enum cfm_err cfm_store_each_after(struct cfm_store *st, enum cfm_kind kind,
+                                  struct cfm_store_cursor *cur, size_t max, cfm_store_obj_fn fn,
+                                  void *arg, size_t *visited);
+
 /* The replication key of one object: what anti-entropy digests compare. */
 struct cfm_store_version {
     enum cfm_kind kind;

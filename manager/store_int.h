@@ -37,6 +37,9 @@
     X(OBJ_EACH_SYS, OBJ_EACH("system = ?1 AND "))                                \
     X(OBJ_EACH_KIND, OBJ_EACH("kind = ?2 AND "))                                 \
     X(OBJ_EACH_SYS_KIND, OBJ_EACH("system = ?1 AND kind = ?2 AND "))             \
+    X(OBJ_KIND_AFTER, "SELECT " OBJ_COLS " FROM objects WHERE kind = ?1"        \
+                      " AND deleted = 0 AND (system, id) > (?2, ?3)"              \
+                      " ORDER BY system, id LIMIT ?4")                            \
     X(OBJ_VERSIONS, "SELECT kind, id, version, origin, deleted FROM objects"      \
                     " WHERE system = ?1 ORDER BY kind, id")                      \
     X(CLOCK_GET, "SELECT value FROM meta WHERE key = 'clock'")                   \

@@ -49,6 +49,10 @@ refused "--event-dedup-s: '0' is not a number of seconds from 1 to" --site site-
     --event-dedup-s 0 "${BASE[@]}"
 refused "--event-dedup-s: '7d' is not a number of seconds from 1 to" --site site-a \
     --event-dedup-s 7d "${BASE[@]}"
+refused "--run-history-s: '0' is not a number of seconds from 1 to" --site site-a \
+    --run-history-s 0 "${BASE[@]}"
+refused "--run-history-s: '30d' is not a number of seconds from 1 to" --site site-a \
+    --run-history-s 30d "${BASE[@]}"
 refused "state_dir: missing" --site site-a --broker "127.0.0.1:$closed"
 touch "$TMP/a-file"
 refused "state_dir: '$TMP/a-file' is not a directory" --site site-a --state-dir "$TMP/a-file" \
@@ -61,7 +65,7 @@ f=$(config syntax '{"site": "site-a",
   "broker": {"host": "127.0.0.1", oops}}')
 refused "$f: line 2, column 38: " --config "$f" "${BASE[@]}"
 f=$(config unknown '{"site": "site-a", "colour": "blue"}')
-refused "$f: unknown field 'colour' (known: site, broker, state_dir, driver, procedures_dir, log_level, event_dedup_s)" \
+refused "$f: unknown field 'colour' (known: site, broker, state_dir, driver, procedures_dir, log_level, event_dedup_s, run_history_s)" \
     --config "$f" "${BASE[@]}"
 f=$(config port '{"site": "site-a", "broker": {"port": "x"}}')
 refused "$f: broker.port: unknown field or wrong type" --config "$f" "${BASE[@]}"
@@ -77,6 +81,8 @@ f=$(config dedup-type '{"site": "site-a", "event_dedup_s": "7d"}')
 refused "$f: event_dedup_s: must be an integer from 1 to" --config "$f" "${BASE[@]}"
 f=$(config dedup-range '{"site": "site-a", "event_dedup_s": -5}')
 refused "$f: event_dedup_s: must be an integer from 1 to" --config "$f" "${BASE[@]}"
+f=$(config history-type '{"site": "site-a", "run_history_s": 2.5}')
+refused "$f: run_history_s: must be an integer from 1 to" --config "$f" "${BASE[@]}"
 f=$(config site-type '{"site": 7}')
 refused "$f: site: must be a string" --config "$f" "${BASE[@]}"
 f=$(config site-bad '{"site": "a#b"}')

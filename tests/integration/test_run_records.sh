@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # A run's record (its ProcedureRun object, replicated to every site, and the
-# retained copy on cfm/v1/sys/<system>/run/<id>) is written when what it
-# shows changes, not each time the run waits: procedures/ticks.lua waits
-# for six "tick" events, each time for the same thing, and the ticks come
-# 0.3 s apart (a slow producer's pace, longer than the 100 ms a waiting
-# run's record waits before it is written), so every wait lasts long
-# enough to be recorded. The waiting record is written once, not six
-# times; the run's start and end are written as ever.
+# retained copy on cfm/v1/sys/<system>/run/<id>):
+# 1. is written when what it shows changes, not each time the run waits:
+#    procedures/ticks.lua waits for six "tick" events, each time for the
+#    same thing, and the ticks come 0.3 s apart (a slow producer's pace,
+#    longer than the 100 ms a waiting run's record waits before it is
+#    written), so every wait lasts long enough to be recorded. The waiting
+#    record is written once, not six times; the run's start and end are
+#    written as ever;
+# 2. is deleted run_history_s after the run ended (the manager restarted
+#    with --run-history-s 3): a tombstone in the store, the retained copy
+#    cleared; a run that still waits keeps its record however old, and
+#    loses it 3 s after it ends.
 source "$(dirname "$0")/lib.sh"
 
-one_site_shop '{"ticker": {"script": "ticks.lua", "run_at": "site-a"}}'
+one_site_shop '{"ticker": {"script": "ticks.lua", "run_at": "site-a"},
+                "holder": {"script": "hold.lua", "run_at": "site-a"}}'
 
 step "a watcher of the runs' records, then a run that waits for ticks"
 stdbuf -oL mosquitto_sub -d -p "${BROKER_PORT[a]}" -q 1 -v -t 'cfm/v1/sys/shop/run/#' \
@@ -39,4 +45,28 @@ step "the waiting record was written once"
 records=$(grep -c "^cfm/v1/sys/shop/run/$run " "$TMP/records.out" || true)
 waiting=$(grep "^cfm/v1/sys/shop/run/$run " "$TMP/records.out" | grep -c '"state":"waiting"' || true)
 assert_eq 1 "$waiting" "waiting records of $run (of $records records: $(cut -c1-200 "$TMP/records.out"))"
+
+step "a run that waits, then the manager again, keeping ended runs' records 3 s"
+pub a cfm/v1/sys/shop/event/holder '{"id": "ev-holder-1", "payload": {"n": 1}}'
+held=$(run_id ev-holder-1 site-a holder)
+wait_until 20 "run $held waiting" run_is site-a "$held" waiting
+stop_manager site-a || fail "site-a's manager did not stop cleanly"
+start_manager site-a a --procedures "$CFM_SRC/tests/integration/procedures" --run-history-s 3
+
+record_gone() {  # record_gone RUN: no live record in the store, none retained
+    ! ctl site-a objects list --kind ProcedureRun | grep -q "$1" &&
+        [ -z "$(retained a "cfm/v1/sys/shop/run/$1")" ]
+}
+wait_until 30 "the record of $run (ended) deleted" record_gone "$run"
+ctl site-a objects list --kind ProcedureRun --deleted | grep "$run" | grep -q deleted ||
+    fail "no tombstone of $run: $(ctl site-a objects list --kind ProcedureRun --deleted)"
+grep -q "deleted the records of 1 run(s) that ended over 3 s ago" "$TMP/site-a.log" ||
+    fail "site-a did not log the deletion"
+assert_eq '"waiting"' "$(run_field site-a "$held" state)" "the waiting run's record, older than 3 s"
+
+step "the waiting run ends; its record goes 3 s later"
+pub a cfm/v1/sys/shop/event/release '{"id": "release-1", "payload": {}}'
+gone_or_ended() { record_gone "$held" || run_ended site-a "$held"; }
+wait_until 20 "run $held ended" gone_or_ended
+wait_until 30 "the record of $held deleted" record_gone "$held"
 pass

@@ -383,6 +383,51 @@ static void test_each_early_stop(void **state)
                         "shop/VMClass/big shop/VMClass/gone shop/VMClass/small");
 }
 
+/* One batch of cfm_store_each_after: the ids seen, and how many rows read. */
+static const char *batch(struct cfm_store *st, enum cfm_kind kind, struct cfm_store_cursor *cur,
+                         size_t max, struct seen *seen, size_t *visited)
+{
+    memset(seen, 0, sizeof *seen);
+    seen->left = -1;
+    assert_int_equal(cfm_store_each_after(st, kind, cur, max, on_obj, seen, visited), CFM_OK);
+    return seen->text;
+}
+
+static void test_each_after_batches(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_store_cursor cur;
+    struct seen seen;
+    size_t visited;
+
+    put_fleet(fx->st);
+    put(fx->st, CFM_KIND_VM_CLASS, "ads", "a1", false);
+    memset(&cur, 0, sizeof cur);
+    /* Every system, one kind, live only, in (system, id) order, two at a time. */
+    assert_string_equal(batch(fx->st, CFM_KIND_VM_CLASS, &cur, 2, &seen, &visited),
+                        "ads/VMClass/a1 blog/VMClass/tiny");
+    assert_int_equal(visited, 2);
+    assert_string_equal(cur.system, "blog");
+    assert_string_equal(cur.id, "tiny");
+    assert_string_equal(batch(fx->st, CFM_KIND_VM_CLASS, &cur, 2, &seen, &visited),
+                        "shop/VMClass/big shop/VMClass/small");
+    assert_int_equal(visited, 2);
+    /* The end: fewer rows than asked, the cursor where it was. */
+    assert_string_equal(batch(fx->st, CFM_KIND_VM_CLASS, &cur, 2, &seen, &visited), "");
+    assert_int_equal(visited, 0);
+    assert_string_equal(cur.id, "small");
+    /* A scan from the start again sees what was written meanwhile. */
+    put(fx->st, CFM_KIND_VM_CLASS, "blog", "added", false);
+    memset(&cur, 0, sizeof cur);
+    assert_string_equal(batch(fx->st, CFM_KIND_VM_CLASS, &cur, 10, &seen, &visited),
+                        "ads/VMClass/a1 blog/VMClass/added blog/VMClass/tiny shop/VMClass/big "
+                        "shop/VMClass/small");
+    assert_int_equal(visited, 5);
+    assert_int_equal(cfm_store_each_after(fx->st, CFM_KIND_VM_CLASS, &cur, 0, on_obj, &seen,
+                                          &visited),
+                     CFM_EINVAL);
+}
+
 static void test_tombstones_hidden(void **state)
 {
     struct fx *fx = *state;
@@ -971,6 +1016,7 @@ int main(void)
         T(test_bad_arguments),
         T(test_each_filters),
         T(test_each_early_stop),
+        T(test_each_after_batches),
         T(test_tombstones_hidden),
         T(test_each_reentry_refused),
         T(test_damaged_rows_skipped),
