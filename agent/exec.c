@@ -36,8 +36,7 @@
  * timer); it is freed in the close callback of the last one, right after
  * the done callback, so nothing of it outlives the loop.
  */
-/* pipe2, posix_spawn_file_actions_addchdir_np and _addclosefrom_np,
- * POSIX_SPAWN_SETSID (glibc). */
+/* pipe2 (glibc). */
 #define _GNU_SOURCE
 #include "exec.h"
 
@@ -275,7 +274,6 @@ static void on_gone_tick(uv_timer_t *t)
  * kernel has them, else a tick. Cannot fail. */
 static void watch_gone(uv_loop_t *loop, struct cfm_agent_exec *x)
 {
-    x->pidfd = -1;
 #ifdef SYS_pidfd_open
     x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
     if (x->pidfd >= 0 && uv_poll_init(loop, &x->gone.poll, x->pidfd) == 0) {
@@ -574,11 +572,11 @@ static bool find_program(const char *name, char *const *env, const char *cwd, ch
 }
 
 /* A pipe whose two ends are close-on-exec and above stderr (a descriptor
- * 0-2 would be one the child's dup2 overwrites). */
+ * 0-2 would be one the child's dup2 overwrites). 0 or an errno value. */
 static int pipe_above_stderr(int fds[2])
 {
     if (pipe2(fds, O_CLOEXEC) != 0)
-        return -errno;
+        return errno;
     for (int i = 0; i < 2; i++) {
         if (fds[i] <= 2) {
             int moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
@@ -586,7 +584,7 @@ static int pipe_above_stderr(int fds[2])
             close(fds[i]);
             if (moved < 0) {
                 close(fds[1 - i]);
-                return -e;
+                return e;
             }
             fds[i] = moved;
         }
@@ -610,35 +608,20 @@ static int spawn_command(char *const *argv, char *const *env, const char *cwd, i
                          pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    bool fa_ok = false, attr_ok = false;
     char file[PATH_MAX];
     int rc;
 
-    if (!find_program(argv[0], env, cwd, file, sizeof file)) {
+    if (!find_program(argv[0], env, cwd, file, sizeof file))
         rc = errno;
-        goto out;
-    }
-    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
-        goto out;
-    fa_ok = true;
-    if ((rc = cfm_spawnattr_init_session(&attr)) != 0)
-        goto out;
-    attr_ok = true;
-    if ((rc = pipes[0] >= 0 ? posix_spawn_file_actions_adddup2(&fa, pipes[0], 0)
-                            : posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY,
-                                                               0)) != 0 ||
-        (rc = posix_spawn_file_actions_adddup2(&fa, pipes[3], 1)) != 0 ||
-        (rc = posix_spawn_file_actions_adddup2(&fa, pipes[5], 2)) != 0 ||
-        (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
-        (rc = posix_spawn_file_actions_addchdir_np(&fa, cwd)) != 0)
-        goto out;
-    rc = posix_spawn(pid, file, &fa, &attr, argv, env);
-out:
-    if (fa_ok)
+    else if ((rc = posix_spawn_file_actions_init(&fa)) == 0) {
+        if ((rc = pipes[0] >= 0 ? posix_spawn_file_actions_adddup2(&fa, pipes[0], 0)
+                                : posix_spawn_file_actions_addopen(&fa, 0, "/dev/null",
+                                                                   O_RDONLY, 0)) == 0 &&
+            (rc = posix_spawn_file_actions_adddup2(&fa, pipes[3], 1)) == 0 &&
+            (rc = posix_spawn_file_actions_adddup2(&fa, pipes[5], 2)) == 0)
+            rc = cfm_spawn_session(pid, file, &fa, cwd, argv, env);
         posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok)
-        posix_spawnattr_destroy(&attr);
+    }
     close_fds(&pipes[0], 1);
     close_fds(&pipes[3], 1);
     close_fds(&pipes[5], 1);
@@ -647,21 +630,21 @@ out:
 
 /* Gives the agent's ends of the pipes (stdin's write end, the read ends
  * of stdout and stderr) to x's pipe handles; each is -1 in pipes once its
- * handle owns it. 0 or a libuv error. */
+ * handle owns it. 0 or an errno value (libuv's errors are -errno). */
 static int open_ends(struct cfm_agent_exec *x, int pipes[6])
 {
     int rc;
 
     if (x->in_open) {
         if ((rc = uv_pipe_open(&x->in, pipes[1])) != 0)
-            return rc;
+            return -rc;
         pipes[1] = -1;
     }
     if ((rc = uv_pipe_open(&x->out.pipe, pipes[2])) != 0)
-        return rc;
+        return -rc;
     pipes[2] = -1;
     if ((rc = uv_pipe_open(&x->err.pipe, pipes[4])) != 0)
-        return rc;
+        return -rc;
     pipes[4] = -1;
     return 0;
 }
@@ -687,7 +670,7 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
         (rc = pipe_above_stderr(&pipes[2])) != 0 || (rc = pipe_above_stderr(&pipes[4])) != 0) {
         close_fds(pipes, 6);
         err = cfm_why_set(why, CFM_EIO, "cannot run '%.128s': %s", argv[0],
-                          uv_strerror(uv_translate_sys_error(-rc)));
+                          uv_strerror(uv_translate_sys_error(rc)));
         goto out;
     }
     if (!(x = calloc(1, sizeof *x))) {
@@ -717,7 +700,7 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
     x->timer.data = x;
     x->handles++;
     /* The agent's ends now belong to the handles (closed with them). */
-    if ((rc = -open_ends(x, pipes)) == 0) {
+    if ((rc = open_ends(x, pipes)) == 0) {
         x->started_ns = uv_hrtime();
         rc = spawn_command(argv, r.env, r.cwd, pipes, &x->pid);
     }

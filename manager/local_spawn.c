@@ -38,8 +38,6 @@
  * attach and associate refuse, the reaper and the poll pass over a VM that
  * is PENDING and not yet our child).
  */
-/* posix_spawn_file_actions_addchdir_np and POSIX_SPAWN_SETSID (glibc). */
-#define _GNU_SOURCE
 #include "driver_local_int.h"
 
 #include <errno.h>
@@ -192,32 +190,20 @@ static void undo(struct cfm_local_spawn *job)
 static enum cfm_err spawn_agent(struct cfm_local_spawn *job)
 {
     posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    bool fa_ok = false, attr_ok = false;
     char ebuf[LOCAL_ERRLEN];
     pid_t pid;
     int rc;
 
-    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
-        goto out;
-    fa_ok = true;
-    if ((rc = cfm_spawnattr_init_session(&attr)) != 0)
-        goto out;
-    attr_ok = true;
-    if ((rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) != 0 ||
-        (rc = posix_spawn_file_actions_addopen(&fa, 1, job->log, O_WRONLY | O_CREAT | O_APPEND,
-                                               0644)) != 0 ||
-        (rc = posix_spawn_file_actions_adddup2(&fa, 1, 2)) != 0 ||
-        (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
-        (rc = posix_spawn_file_actions_addchdir_np(&fa, job->dir)) != 0)
-        goto out;
-    if ((rc = posix_spawn(&pid, job->argv[0], &fa, &attr, job->argv, job->envp)) == 0)
-        job->pid = pid;
-out:
-    if (fa_ok)
+    if ((rc = posix_spawn_file_actions_init(&fa)) == 0) {
+        if ((rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) == 0 &&
+            (rc = posix_spawn_file_actions_addopen(&fa, 1, job->log,
+                                                   O_WRONLY | O_CREAT | O_APPEND, 0644)) == 0 &&
+            (rc = posix_spawn_file_actions_adddup2(&fa, 1, 2)) == 0 &&
+            (rc = cfm_spawn_session(&pid, job->argv[0], &fa, job->dir, job->argv,
+                                    job->envp)) == 0)
+            job->pid = pid;
         posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok)
-        posix_spawnattr_destroy(&attr);
+    }
     if (rc != 0)
         return cfm_why_set(&job->why, CFM_EIO, "cannot start '%s': %s", job->argv[0],
                            cfm_local__strerror(rc, ebuf));

@@ -10,7 +10,8 @@
  * paid it when it wrote its first answer, ten of them at once in a
  * recovery's critical path. getrandom(2) is the source that DRBG reads.
  */
-/* POSIX_SPAWN_SETSID (glibc). */
+/* POSIX_SPAWN_SETSID, posix_spawn_file_actions_addchdir_np and
+ * _addclosefrom_np (glibc). */
 #define _GNU_SOURCE
 #include "util.h"
 
@@ -164,8 +165,10 @@ bool cfm_pid_kthread(int pid)
            (flags & PF_KTHREAD) != 0;
 }
 
-int cfm_spawnattr_init_session(posix_spawnattr_t *attr)
+int cfm_spawn_session(pid_t *pid, const char *file, posix_spawn_file_actions_t *fa,
+                      const char *cwd, char *const argv[], char *const envp[])
 {
+    posix_spawnattr_t attr;
     sigset_t none, all;
     int rc;
 
@@ -173,13 +176,16 @@ int cfm_spawnattr_init_session(posix_spawnattr_t *attr)
     sigfillset(&all);
     sigdelset(&all, SIGKILL);
     sigdelset(&all, SIGSTOP);
-    if ((rc = posix_spawnattr_init(attr)) != 0)
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(fa, 3)) != 0 ||
+        (rc = posix_spawn_file_actions_addchdir_np(fa, cwd)) != 0 ||
+        (rc = posix_spawnattr_init(&attr)) != 0)
         return rc;
-    if ((rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                                 POSIX_SPAWN_SETSIGDEF)) != 0 ||
-        (rc = posix_spawnattr_setsigmask(attr, &none)) != 0 ||
-        (rc = posix_spawnattr_setsigdefault(attr, &all)) != 0)
-        posix_spawnattr_destroy(attr);
+    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                                  POSIX_SPAWN_SETSIGDEF)) == 0 &&
+        (rc = posix_spawnattr_setsigmask(&attr, &none)) == 0 &&
+        (rc = posix_spawnattr_setsigdefault(&attr, &all)) == 0)
+        rc = posix_spawn(pid, file, fa, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
     return rc;
 }
 

@@ -50,11 +50,14 @@ bool cfm_pid_kthread(int pid);
  * to resist anyone choosing them. */
 uint64_t cfm_fnv1a64(const void *p, size_t len);
 
-/* Initialises attr for a posix_spawn'ed child in a session of its own (its
- * process group id is its pid, so kill(-pid, sig) reaches all it starts),
- * with no signal blocked and every signal's action the default, whatever
- * the caller's (the agent ignores SIGPIPE, its commands must not). 0, or
- * an errno value with attr destroyed. */
-int cfm_spawnattr_init_session(posix_spawnattr_t *attr);
+/* posix_spawn of file (argv, envp) in a session of its own (its process
+ * group id is its pid, so kill(-pid, sig) reaches all it starts), in cwd,
+ * with no signal blocked and every signal's action the default whatever
+ * the caller's (the agent ignores SIGPIPE, its commands must not), and no
+ * descriptor but the 0-2 that fa sets up: fa holds the caller's actions
+ * for those (initialised and destroyed by the caller; this appends closing
+ * every other one and the chdir). 0 or an errno value. */
+int cfm_spawn_session(pid_t *pid, const char *file, posix_spawn_file_actions_t *fa,
+                      const char *cwd, char *const argv[], char *const envp[]);
 
 #endif
