@@ -84,28 +84,30 @@ static bool collect_old(void *arg, const struct cfm_obj *obj)
     return true;
 }
 
-/* Deletes one collected record: its tombstone, and the run topic cleared. */
-static void forget_run(struct cfm_manager *m, const char *system, const char *id)
+/* Deletes the collected records: their tombstones in one write (the
+ * replica gives them their versions), and their run topics cleared. */
+static void forget_runs(struct cfm_manager *m, const struct old_runs *o)
 {
+    struct cfm_obj *tombs[HISTORY_BATCH] = {0};
     char topic[CFM_MAX_TOPIC + 1];
     struct cfm_why why = {{0}};
-    struct cfm_obj *obj = NULL;
+    size_t n = 0;
 
-    if (cfm_store_get(m->store, system, CFM_KIND_PROCEDURE_RUN, id, &obj) != CFM_OK ||
-        obj->deleted) {
-        cfm_obj_free(obj);
-        return;
-    }
-    obj->deleted = true;
-    json_decref(obj->body);
-    obj->body = json_object();
-    if (!obj->body || cfm_replica_write(m->replica, &obj, 1, &why) != CFM_OK)
-        cfm_error("runs", "cannot delete the record of run %s on %s: %s", id, system,
-                  obj->body ? why.text : "out of memory");
-    else if (cfm_topic_build(topic, sizeof topic, CFM_TOPIC_RUN, system, id, NULL, NULL) ==
-             CFM_OK)
-        cfm_replica_publish(m->replica, topic, "", 0, true);
-    cfm_obj_free(obj);
+    while (n < o->n &&
+           (tombs[n] = cfm_obj_new(CFM_KIND_PROCEDURE_RUN, o->runs[n].system, o->runs[n].id,
+                                   NULL)))
+        tombs[n++]->deleted = true;
+    if (n < o->n)
+        cfm_error("runs", "out of memory deleting the records of ended runs");
+    else if (cfm_replica_write(m->replica, tombs, n, &why) != CFM_OK)
+        cfm_error("runs", "cannot delete the records of %zu ended run(s): %s", n, why.text);
+    else
+        for (size_t i = 0; i < n; i++)
+            if (cfm_topic_build(topic, sizeof topic, CFM_TOPIC_RUN, o->runs[i].system,
+                                o->runs[i].id, NULL, NULL) == CFM_OK)
+                cfm_replica_publish(m->replica, topic, "", 0, true);
+    for (size_t i = 0; i < n; i++)
+        cfm_obj_free(tombs[i]);
 }
 
 static void on_history_timer(uv_timer_t *t)
@@ -136,8 +138,7 @@ static void on_history_timer(uv_timer_t *t)
         }
         if (o->n > 0) {
             cfm_replica_begin(m->replica);
-            for (size_t i = 0; i < o->n; i++)
-                forget_run(m, o->runs[i].system, o->runs[i].id);
+            forget_runs(m, o);
             if (cfm_replica_commit(m->replica) != CFM_OK)
                 break;
             total += o->n;

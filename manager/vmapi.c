@@ -617,10 +617,6 @@ static int l_put_file(lua_State *L)
     return agent_call(L, ctx, "put_file", vm, json_incref(*slot), DEFAULT_CMD_TIMEOUT_S);
 }
 
-/* http_get(vm, url, opts) -> {status, body | body_b64, body_truncated, error, duration_ms}:
- * a GET made by the VM's agent itself (no process on the VM), the health
- * check of the standard procedures. opts: timeout (seconds, default 2),
- * max_body (bytes kept, default the agent's 4096). */
 /* http_get's opts[field] (opts at index 3), when given: a number of
  * seconds from min to max, else a Lua error naming it. */
 static void opt_seconds(lua_State *L, const char *field, double min, double max, double *out)
@@ -640,6 +636,11 @@ static void opt_seconds(lua_State *L, const char *field, double min, double max,
     lua_pop(L, 1);
 }
 
+/* http_get(vm, url, opts) -> {status, body | body_b64, body_truncated, error, duration_ms}:
+ * a GET made by the VM's agent itself (no process on the VM), the health
+ * check of the standard procedures. opts: timeout (seconds, default 2),
+ * max_body (bytes kept, default the agent's 4096), retry_for (seconds the
+ * agent keeps asking until the answer is 2xx/3xx, default 0). */
 static int l_http_get(lua_State *L)
 {
     struct cfm_api_ctx *ctx = cfm_engine_host_arg(L);

@@ -1,8 +1,8 @@
 /*
  * util.c - time stamps (RFC 3339, UTC, milliseconds), random UUIDs
  * (the kernel's generator, getrandom(2): no hand-rolled randomness) and
- * what /proc/<pid>/stat says of a process (zombie, kernel thread), and the
- * attributes a child process starts with.
+ * what /proc/<pid>/stat says of a process (zombie, kernel thread), the
+ * posix_spawn of a child in a session of its own, and FNV-1a digests.
  *
  * Why not OpenSSL's RAND_bytes: its first call in a process sets up
  * OpenSSL's generator (reads openssl.cnf, loads the default provider,

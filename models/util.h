@@ -1,6 +1,6 @@
 /*
  * util.h - small helpers every part of cfm uses: time stamps, random IDs,
- * what /proc says of a process and how a child process starts.
+ * what /proc says of a process, how a child process starts, a digest.
  */
 #ifndef CFM_UTIL_H
 #define CFM_UTIL_H
