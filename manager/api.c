@@ -473,6 +473,7 @@ void cfm_api_record_run(struct cfm_api_ctx *ctx, struct cfm_run *run)
      * replicate the same record every RECORD_WAIT_MS. */
     sum = text ? cfm_fnv1a64(text, strlen(text)) | 1 : 0;
     if (sum && sum == cfm_run_record_sum(run)) {
+        cfm_debug("api", "run %s: its record is unchanged; not written again", cfm_run_id(run));
         free(text);
         json_decref(body);
         return;

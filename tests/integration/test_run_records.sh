@@ -3,11 +3,11 @@
 # retained copy on cfm/v1/sys/<system>/run/<id>):
 # 1. is written when what it shows changes, not each time the run waits:
 #    procedures/ticks.lua waits for six "tick" events, each time for the
-#    same thing, and the ticks come 0.3 s apart (a slow producer's pace,
-#    longer than the 100 ms a waiting run's record waits before it is
-#    written), so every wait lasts long enough to be recorded. The waiting
-#    record is written once, not six times; the run's start and end are
-#    written as ever;
+#    same thing, and each tick comes only once the manager has looked at
+#    the run's record of the wait before (its debug line: the record was
+#    unchanged), as a slow producer's would, later than the 100 ms a
+#    waiting run's record waits. The waiting record is written once, not
+#    six times; the run's start and end are written as ever;
 # 2. is deleted run_history_s after the run ended (the manager restarted
 #    with --run-history-s 3): a tombstone in the store, the retained copy
 #    cleared; a run that still waits keeps its record however old, and
@@ -15,7 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 
 one_site_shop '{"ticker": {"script": "ticks.lua", "run_at": "site-a"},
-                "holder": {"script": "hold.lua", "run_at": "site-a"}}'
+                "holder": {"script": "hold.lua", "run_at": "site-a"}}' --log-level debug
 
 step "a watcher of the runs' records, then a run that waits for ticks"
 stdbuf -oL mosquitto_sub -d -p "${BROKER_PORT[a]}" -q 1 -v -t 'cfm/v1/sys/shop/run/#' \
@@ -26,14 +26,18 @@ pub a cfm/v1/sys/shop/event/ticker '{"id": "ev-ticker-1", "payload": {}}'
 run=$(run_id ev-ticker-1 site-a ticker)
 wait_until 20 "run $run waiting" run_is site-a "$run" waiting
 
-step "six ticks, 0.3 s apart"
+step "six ticks, each once the run's record of the wait before was looked at"
+unchanged() {  # unchanged N: site-a passed over the run's unchanged record N times
+    [ "$(grep -c "run $run: its record is unchanged" "$TMP/site-a.log")" -ge "$1" ]
+}
 for i in 1 2 3 4 5 6; do
-    # The producer's pace, which the scenario is about: the run waits 0.3 s
-    # each time, long enough for its record to be written if it were.
-    sleep 0.3
     last=false
     [ "$i" -eq 6 ] && last=true
     pub a cfm/v1/sys/shop/event/tick "{\"id\": \"tick-$i\", \"payload\": {\"n\": $i, \"last\": $last}}"
+    # After tick i < 6 the run waits again, like the first time.
+    if [ "$i" -lt 6 ]; then
+        wait_until 10 "the record of $run's wait $((i + 1)) looked at" unchanged "$i"
+    fi
 done
 wait_until 20 "run $run ended" run_ended site-a "$run"
 assert_eq '"succeeded"' "$(run_field site-a "$run" state)" "state of $run"
