@@ -10,11 +10,11 @@
 #include "api.h"
 
 #include <lauxlib.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "digest.h"
 #include "event.h"
 #include "id.h"
 #include "kind.h"
@@ -62,14 +62,10 @@ static const char *check_id(lua_State *L, int idx, const char *what)
  * consumers drop it as a duplicate. */
 static void derived_event_id(const char *run, uint64_t seq, char out[CFM_UUID_LEN])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char in[CFM_MAX_ID + 32], hex[33];
+    char in[CFM_MAX_ID + 32], hex[CFM_SHA256_HEX_LEN + 1];
     int n = snprintf(in, sizeof in, "%s:%llu", run, (unsigned long long)seq);
 
-    EVP_Digest(in, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    cfm_sha256_hex(in, (size_t)n, hex);
     snprintf(out, CFM_UUID_LEN, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
              hex + 20);
 }

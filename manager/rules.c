@@ -16,10 +16,10 @@
  */
 #include "rules.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "digest.h"
 #include "kind.h"
 
 struct online_ctx {
@@ -59,15 +59,11 @@ static bool in_sites(const json_t *body, const char *site)
 static void derive_run_id(const char *event_id, const char *site, const char *type,
                           char out[CFM_MAX_ID + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char input[3 * (CFM_MAX_ID + 1) + 4];
+    char input[3 * (CFM_MAX_ID + 1) + 4], hex[CFM_SHA256_HEX_LEN + 1];
     int n = snprintf(input, sizeof input, "%s/%s/%s", event_id, site, type);
 
-    EVP_Digest(input, n > 0 ? (size_t)n : 0, md, &mdlen, EVP_sha256(), NULL);
-    snprintf(out, CFM_MAX_ID + 1, "run-");
-    for (unsigned i = 0; i < 12 && i < mdlen; i++)
-        snprintf(out + 4 + 2 * i, 3, "%02x", md[i]);
+    cfm_sha256_hex(input, n > 0 ? (size_t)n : 0, hex);
+    snprintf(out, CFM_MAX_ID + 1, "run-%.24s", hex);
 }
 
 bool cfm_rules_match(struct cfm_store *st, const struct cfm_obj *sys, const json_t *event,

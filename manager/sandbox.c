@@ -23,13 +23,13 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "digest.h"
 #include "log.h"
 #include "luajson.h"
 
@@ -240,19 +240,6 @@ static bool module_name_ok(const char *name)
 
 /* Reads path (at most SCRIPT_MAX) and compiles it with the _ENV prefix
  * under chunkname; pushes the function, or returns an error with why. */
-/* The SHA-256 of len bytes at p, as 64 hex digits and a NUL. */
-static void sha256_hex(const void *p, size_t len, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-
-    out[0] = '\0';
-    if (EVP_Digest(p, len, md, &mdlen, EVP_sha256(), NULL) != 1)
-        return;
-    for (unsigned i = 0; i < mdlen && i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* hash (char[65], may be NULL) gets the SHA-256 of the file's text. */
 static int compile_file(lua_State *L, const char *path, const char *chunkname, char *hash,
                         struct cfm_why *why)
@@ -281,7 +268,7 @@ static int compile_file(lua_State *L, const char *path, const char *chunkname, c
                            SCRIPT_MAX);
     }
     if (hash)
-        sha256_hex(buf + pre, n, hash);
+        cfm_sha256_hex(buf + pre, n, hash);
     rc = luaL_loadbufferx(L, buf, pre + n, chunkname, "t");
     free(buf);
     if (rc != LUA_OK) {
