@@ -454,7 +454,9 @@ void cfm_engine_on_event(struct cfm_engine *e, const char *system, const char *t
     slot = &e->recent[e->recent_next++ % CFM_RECENT_EVENTS];
     json_decref(slot->event);
     snprintf(slot->key, sizeof slot->key, "%s", key);
-    slot->event = json_deep_copy(event);
+    /* A reference, not a copy: an event is never changed once made
+     * (models/event.c builds it; everyone after reads or serialises it). */
+    slot->event = json_incref((json_t *)event);
     slot->ms = cfm_time_ms();
     slot->key_hash = cfm_engine__hash(key);
     slot->nfields = 0;
