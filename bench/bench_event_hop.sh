@@ -93,6 +93,7 @@ cfm_round() {
     local tag=$1 ready=$TMP/ready-$1 run_a out c0 used ms
     "$CFM_BUILD/cfm-bench-raw" hops --port "${BROKER_PORT[${MANAGER_BROKER[site-a]}]}" \
         --prefix "$EVENTS" --count "$COUNT" --skip "$SKIP" --ready "$ready" --timeout 150 \
+        --samples "$TMP/samples-$tag" \
         >"$TMP/hops-$tag" 2>>"$TMP/hops.log" &
     PIDS["hops"]=$!
     wait_until 10 "the watcher subscribed" test -f "$ready"

@@ -84,7 +84,7 @@ int raw_agents(int argc, char **argv)
 
     raw_client_start(&w, "agents", port);
     mosquitto_message_v5_callback_set(w.mosq, on_agents_message);
-    raw_client_subscribe(&w, "cfm/v1/agent/+/status");
+    raw_client_subscribe(&w, "cfm/v1/agent/+/status", 1);
 
     /* Every agent started at once, as a procedure's parallel run_vm calls
      * do (the driver spawns each in its own directory with CFM_VM_IP). */

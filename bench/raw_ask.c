@@ -142,12 +142,12 @@ int raw_ask(int argc, char **argv)
 
     raw_client_start(&c, "ask", port);
     mosquitto_message_v5_callback_set(c.mosq, on_ask_message);
-    raw_client_subscribe(&c, ask_expect.filter);
+    raw_client_subscribe(&c, ask_expect.filter, 1);
     if (prep) {
         raw_lock();
         c.subscribed = false; /* the next SUBACK is the second subscription's */
         raw_unlock();
-        raw_client_subscribe(&c, ask_ready.filter);
+        raw_client_subscribe(&c, ask_ready.filter, 1);
     }
     for (int k = 0; k < nkeys; k++) {
         struct timespec gap = {gap_ms / 1000, (gap_ms % 1000) * 1000000L};

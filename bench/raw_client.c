@@ -124,9 +124,9 @@ void raw_client_start(struct raw_client *c, const char *name, int port)
     raw_unlock();
 }
 
-void raw_client_subscribe(struct raw_client *c, const char *pattern)
+void raw_client_subscribe(struct raw_client *c, const char *pattern, int qos)
 {
-    int rc = mosquitto_subscribe_v5(c->mosq, NULL, pattern, 1, 0, NULL);
+    int rc = mosquitto_subscribe_v5(c->mosq, NULL, pattern, qos, 0, NULL);
 
     if (rc != MOSQ_ERR_SUCCESS)
         raw_die("%s: subscribe %s: %s", c->name, pattern, mosquitto_strerror(rc));

@@ -99,8 +99,8 @@ struct raw_client {
 struct mosquitto *raw_mosq_new(const char *name, void *obj);
 /* Connects c (clean session) and starts its network thread; dies on failure. */
 void raw_client_start(struct raw_client *c, const char *name, int port);
-/* Subscribes (QoS 1) and waits for the SUBACK; dies on failure. */
-void raw_client_subscribe(struct raw_client *c, const char *pattern);
+/* Subscribes at qos and waits for the SUBACK; dies on failure. */
+void raw_client_subscribe(struct raw_client *c, const char *pattern, int qos);
 void raw_client_stop(struct raw_client *c);
 /* A copy of a message's payload as a C string (free() it). */
 char *raw_payload_text(const struct mosquitto_message *msg);

@@ -70,10 +70,28 @@ static void on_hops_message(struct mosquitto *m, void *arg, const struct mosquit
     raw_unlock();
 }
 
+/* --samples FILE: one line per counted round trip, in order: n, when its
+ * ping arrived (ms after the first counted ping), A to B and B to A (us):
+ * where a tail sits in time (every 100th round trip, or a stall). */
+static void write_samples(const char *path, long skip, const double *cycle, const double *ab,
+                          const double *ba, long m)
+{
+    FILE *f = fopen(path, "w");
+
+    if (!f)
+        raw_die("--samples %s: %s", path, strerror(errno));
+    fputs("# n at_ms rtt_us ab_us ba_us\n", f);
+    for (long i = 0; i < m; i++)
+        fprintf(f, "%ld %.3f %.1f %.1f %.1f\n", skip + 1 + i,
+                (hw.ping_at[skip + 1 + i] - hw.ping_at[skip + 1]) * 1e3, cycle[i], ab[i], ba[i]);
+    if (fclose(f) != 0)
+        raw_die("--samples %s: %s", path, strerror(errno));
+}
+
 int raw_hops(int argc, char **argv)
 {
     struct raw_client w = {0};
-    const char *prefix = NULL, *ready = NULL;
+    const char *prefix = NULL, *ready = NULL, *samples = NULL;
     double timeout_s = 120, deadline, *cycle, *half, *ab, *ba;
     long skip = 0, m = 0;
     char topic[MAX_TOPIC];
@@ -84,6 +102,7 @@ int raw_hops(int argc, char **argv)
         RAW_OPT_LONG("--count", &hw.count, 3, MAX_COUNT),
         RAW_OPT_LONG("--skip", &skip, 0, MAX_COUNT),
         RAW_OPT_TEXT("--ready", &ready),
+        RAW_OPT_TEXT("--samples", &samples),
         RAW_OPT_SECONDS("--timeout", &timeout_s),
         {0},
     };
@@ -107,7 +126,7 @@ int raw_hops(int argc, char **argv)
     raw_client_start(&w, "hops", port);
     mosquitto_message_v5_callback_set(w.mosq, on_hops_message);
     snprintf(topic, sizeof topic, "%s/+", prefix);
-    raw_client_subscribe(&w, topic);
+    raw_client_subscribe(&w, topic, 0);
     if (ready) {
         FILE *f = fopen(ready, "w");
         if (!f || fputs("ready\n", f) == EOF || fclose(f) != 0)
@@ -128,6 +147,8 @@ int raw_hops(int argc, char **argv)
         m++;
     }
     raw_unlock();
+    if (samples)
+        write_samples(samples, skip, cycle, ab, ba, m);
     printf("hops: count=%ld size=%d", m, hw.ping_size);
     raw_print_pcts("rtt", cycle, m);
     raw_print_pcts("hop", half, m);

@@ -33,7 +33,7 @@ const char raw_usage[] =
     "       cfm-bench-raw pingpong --port PORT [--port2 PORT] --count N [--warmup N]\n"
     "                           --size BYTES --prefix TOPIC [--timeout SECONDS]\n"
     "       cfm-bench-raw hops --port PORT --prefix TOPIC --count N [--skip N]\n"
-    "                           [--ready FILE] [--timeout SECONDS]\n"
+    "                           [--ready FILE] [--samples FILE] [--timeout SECONDS]\n"
     "       cfm-bench-raw ask --port PORT --keys K,K,... --send-topic TOPIC --send TEXT\n"
     "                           --expect-topic FILTER --expect TEXT [--expect TEXT...]\n"
     "                           [--prepare-topic TOPIC --prepare TEXT --ready-topic FILTER\n"

@@ -94,10 +94,10 @@ int raw_pingpong(int argc, char **argv)
     raw_client_start(&pong, "pong", port2);
     mosquitto_message_v5_callback_set(pong.mosq, on_pong_side);
     snprintf(topic, sizeof topic, "%s/ping", prefix);
-    raw_client_subscribe(&pong, topic);
+    raw_client_subscribe(&pong, topic, 1);
     raw_client_start(&ping, "ping", port);
     mosquitto_message_v5_callback_set(ping.mosq, on_ping_side);
-    raw_client_subscribe(&ping, pp.pong_topic);
+    raw_client_subscribe(&ping, pp.pong_topic, 1);
 
     t_start = raw_now_s();
     deadline = t_start + timeout_s;

@@ -95,7 +95,7 @@ int raw_relay(int argc, char **argv)
         raw_client_start(&subs[s].c, name, sub_ports[s]);
         mosquitto_message_v5_callback_set(subs[s].c.mosq, on_relay_message);
         snprintf(topic, sizeof topic, "%s/#", prefix);
-        raw_client_subscribe(&subs[s].c, topic);
+        raw_client_subscribe(&subs[s].c, topic, 1);
     }
     raw_client_start(&pub, "pub", pub_port);
 

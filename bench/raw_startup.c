@@ -67,7 +67,7 @@ int raw_startup(int argc, char **argv)
     sub.match = match;
     raw_client_start(&sub.c, "watch", port);
     mosquitto_message_v5_callback_set(sub.c.mosq, on_startup_message);
-    raw_client_subscribe(&sub.c, topic);
+    raw_client_subscribe(&sub.c, topic, 1);
     for (int r = 0; r < runs; r++) {
         pid_t pid;
         bool ok;
