@@ -190,8 +190,9 @@ median() {
 # must be <= LIMIT) or "value" (value must be <= LIMIT).
 figure() {
     local name=$1 value=$2 unit=$3 baseline=$4 check=$5 limit=$6 ratio=- verdict
+    # A baseline of 0 (nothing measured) gives no ratio, and so a MISS.
     if [ "$baseline" != - ]; then
-        ratio=$(awk -v v="$value" -v b="$baseline" 'BEGIN { printf "%.2f", (b > 0 ? v / b : 0) }')
+        ratio=$(awk -v v="$value" -v b="$baseline" 'BEGIN { if (b > 0) printf "%.2f", v / b; else print "-" }')
     fi
     if [ "$check" = ratio ]; then
         verdict=$(awk -v r="$ratio" -v l="$limit" 'BEGIN { print ((r != "-" && r + 0 <= l + 0) ? "PASS" : "MISS") }')
