@@ -5,7 +5,18 @@
  *
  * No mosquitto thread: a uv_poll_t watches mosquitto_socket() and calls
  * mosquitto_loop_read/write; a 1 s timer calls mosquitto_loop_misc for
- * keep-alives. Each connection gets its own poll handle (a new socket each
+ * keep-alives.
+ *
+ * libmosquitto is told it is threaded (mosquitto_threaded_set) although it
+ * is not: then it only queues what it sends and the bus decides when the
+ * queue is written. Left alone, it writes the PUBACK of a QoS 1 message
+ * before it hands the message to us, so the broker forgot a message the
+ * manager had not yet stored, and a crash in between lost it. The bus
+ * writes after the callbacks of a wake-up have returned, and the manager
+ * has committed what they brought (on_read's end) by then: the broker
+ * hears "received" for what is on disk, and redelivers anything else
+ * after a crash (the session is persistent). Publishes made outside a
+ * wake-up are written at once. Each connection gets its own poll handle (a new socket each
  * time). The connection is opened with mosquitto_connect_bind_v5 every time,
  * also when reconnecting, because only that call carries the CONNECT
  * properties (the session expiry that makes the session persistent);
@@ -69,6 +80,7 @@ static void on_handle_closed(uv_handle_t *h)
         free(h); /* the poll handle is the first member of its struct conn */
     if (--bus->open_handles > 0)
         return;
+    mosquitto_threaded_set(bus->mosq, false); /* no thread of its own to stop */
     mosquitto_destroy(bus->mosq);
     for (size_t i = 0; i < bus->nsubs; i++)
         free(bus->subs[i]);
@@ -132,6 +144,7 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     bus->dispatching = true;
     if (events & UV_WRITABLE)
         rc = mosquitto_loop_write(bus->mosq, 1);
+    /* (libmosquitto queues, never writes: see the top of the file.) */
     /* Read a batch per wake-up, until the socket is drained: loop_read
      * reports a drained non-blocking socket as success, with errno EAGAIN
      * (errno is cleared before each read; a callback that leaves EAGAIN
@@ -150,6 +163,10 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     }
     if ((events & UV_READABLE) && bus->cb.on_read)
         bus->cb.on_read(bus->cb.arg, false);
+    /* What the reads acknowledge (PUBACKs) and answer, after on_read's end
+     * committed them. */
+    if (rc == MOSQ_ERR_SUCCESS && bus->conn == c && !bus->closing && mosquitto_want_write(bus->mosq))
+        rc = mosquitto_loop_write(bus->mosq, 1);
     bus->dispatching = false;
     if (bus->closing) {
         finish_close(bus); /* asked for by a callback */
@@ -175,6 +192,23 @@ static void update_poll(struct cfm_bus *bus)
         bus->poll_events = events;
         uv_poll_start(&bus->conn->poll, events, on_poll);
     }
+}
+
+/* Writes what libmosquitto has queued now, unless a wake-up is being
+ * dispatched (its end writes). A write that fails leaves the packets
+ * queued: the poll then watches for writable and on_poll finds the error. */
+static void write_now(struct cfm_bus *bus)
+{
+    if (bus->conn && !bus->dispatching && mosquitto_want_write(bus->mosq)) {
+        bus->dispatching = true;
+        mosquitto_loop_write(bus->mosq, 1);
+        bus->dispatching = false;
+        if (bus->closing) {
+            finish_close(bus); /* asked for by a callback (a QoS 0 publish's) */
+            return;
+        }
+    }
+    update_poll(bus);
 }
 
 static void on_misc(uv_timer_t *t)
@@ -341,6 +375,7 @@ enum cfm_err cfm_bus_start(uv_loop_t *loop, const struct cfm_bus_opts *opts,
         free(bus);
         return cfm_why_set(why, CFM_ENOMEM, "cannot create the MQTT client");
     }
+    mosquitto_threaded_set(bus->mosq, true); /* it queues; the bus writes */
     mosquitto_int_option(bus->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     mosquitto_int_option(bus->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     if (opts->username)
@@ -467,7 +502,7 @@ enum cfm_err cfm_bus_publish(struct cfm_bus *bus, const struct cfm_bus_msg *msg,
         cfm_warn("bus", "publish %s: %s", msg->topic, mosquitto_strerror(rc));
         return CFM_EBUS;
     }
-    update_poll(bus);
+    write_now(bus);
     return CFM_OK;
 }
 

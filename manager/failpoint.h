@@ -14,7 +14,9 @@
  *              the commit of the transaction that wrote it)
  *
  * and apply_object:N:done, the N-th object from another site applied, in
- * the transaction of the bus read it came in, not yet committed.
+ * the transaction of the bus read it came in, not yet committed; and
+ * event:N:done, the N-th event from the bus marked as seen and handed to
+ * its runs, not yet committed (the broker has no PUBACK for it yet).
  *
  * Without the variable every failpoint is one comparison.
  */

@@ -165,12 +165,11 @@ static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg
  * in one transaction, each in a savepoint of its own (a bad one undoes only
  * itself): a commit writes the WAL frames of every page it touched, and a
  * commit per object wrote each B-tree page many times over (10,000 objects
- * from a load arrive in a few hundred reads). The broker had the PUBACK of
- * each before it reached us (libmosquitto acknowledges a QoS 1 message
- * before its callback), so a crash before the commit loses objects either
- * way; the peers' digests at the restart bring them back. Anything else
- * (an event, a request, a digest) first commits the objects before it:
- * what it acknowledges or answers is on disk when it does. */
+ * from a load arrive in a few hundred reads). Their PUBACKs leave after
+ * the commit (the bus writes at the end of the read), so a crash before it
+ * makes the broker deliver them again. Anything else (an event, a
+ * request, a digest) first commits the objects before it: what it answers
+ * is on disk when it does. */
 static void flush_objects(struct cfm_manager *m)
 {
     struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};

@@ -18,6 +18,7 @@
 #include "api.h"
 #include "engine.h"
 #include "event.h"
+#include "failpoint.h"
 #include "journal.h"
 #include "log.h"
 #include "manager_int.h"
@@ -89,6 +90,8 @@ static void take_event(struct cfm_manager *m, const struct cfm_obj *sys, const c
                  json_string_value(json_object_get(ev, "origin")));
     start_bound_run(m, sys, ev);
     cfm_engine_on_event(m->engine, sys->id, type, ev);
+    if (!own)
+        cfm_failpoint("event", "done"); /* handed to its runs, not yet committed */
     if (cfm_replica_commit(m->replica) != CFM_OK)
         cfm_error("event", "cannot commit the handling of event %s", id);
 }
