@@ -195,11 +195,15 @@ static void update_poll(struct cfm_bus *bus)
 }
 
 /* Writes what libmosquitto has queued now, unless a wake-up is being
- * dispatched (its end writes). A write that fails leaves the packets
- * queued: the poll then watches for writable and on_poll finds the error. */
+ * dispatched: its end writes, and watching for writable meanwhile would
+ * cost two epoll_ctl calls for nothing. A write that fails leaves the
+ * packets queued: the poll then watches for writable and on_poll finds the
+ * error. */
 static void write_now(struct cfm_bus *bus)
 {
-    if (bus->conn && !bus->dispatching && mosquitto_want_write(bus->mosq)) {
+    if (bus->dispatching)
+        return;
+    if (bus->conn && mosquitto_want_write(bus->mosq)) {
         bus->dispatching = true;
         mosquitto_loop_write(bus->mosq, 1);
         bus->dispatching = false;

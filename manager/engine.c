@@ -680,10 +680,14 @@ static void resume(struct cfm_fiber *f)
 
 static void on_idle(uv_idle_t *h)
 {
-    struct cfm_engine *e = h->data;
-    bool batch = e->host.batch && !e->closing;
+    cfm_engine_run_ready(h->data);
+}
 
-    if (batch)
+bool cfm_engine_run_ready(struct cfm_engine *e)
+{
+    bool batch = e->host.batch && !e->closing, ran = e->ready_head != NULL;
+
+    if (ran && batch)
         e->host.batch(e->host.arg, true);
     for (int i = 0; i < RESUMES_PER_TURN && e->ready_head; i++) {
         struct cfm_fiber *f = e->ready_head;
@@ -694,13 +698,14 @@ static void on_idle(uv_idle_t *h)
         f->queued = false;
         resume(f);
     }
-    if (batch)
+    if (ran && batch)
         e->host.batch(e->host.arg, false);
     free_ended(e);
     if (!e->ready_head) {
         uv_idle_stop(&e->idle);
         e->idle_on = false;
     }
+    return ran;
 }
 
 /* --- the engine -------------------------------------------------------- */

@@ -138,6 +138,12 @@ enum cfm_err cfm_engine_cancel(struct cfm_engine *e, const char *id, const char 
 /* Active (running or waiting) runs. */
 size_t cfm_engine_active(const struct cfm_engine *e);
 
+/* Runs the resumes that are due (up to the engine's per-turn limit; the
+ * rest in the loop's next turns), now rather than in the loop's idle
+ * phase: the host calls it with the transaction of what made them due
+ * still open, so both commit as one. True when any ran. */
+bool cfm_engine_run_ready(struct cfm_engine *e);
+
 /* Offers an event (borrowed) to every run waiting in wait_cloud_event for
  * (system, type) whose match it satisfies; also keeps it briefly for runs
  * that start waiting just after it arrived. */

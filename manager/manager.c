@@ -161,39 +161,53 @@ static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg
     cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
-/* Objects from other sites that arrive in one read of the bus are applied
- * in one transaction, each in a savepoint of its own (a bad one undoes only
- * itself): a commit writes the WAL frames of every page it touched, and a
- * commit per object wrote each B-tree page many times over (10,000 objects
- * from a load arrive in a few hundred reads). Their PUBACKs leave after
- * the commit (the bus writes at the end of the read), so a crash before it
- * makes the broker deliver them again. Anything else (an event, a
- * request, a digest) first commits the objects before it: what it answers
- * is on disk when it does. */
-static void flush_objects(struct cfm_manager *m)
+/* The objects and events from other sites that arrive in one read of the
+ * bus (everything a wake-up of the socket brought) are handled in one
+ * transaction, each in a savepoint of its own (a bad one undoes only
+ * itself), and so are the turns of the runs those events resumed or
+ * started, taken at the read's end (cfm_engine_run_ready): a commit writes
+ * the WAL frames of every page it touched, and a commit per object wrote
+ * each B-tree page many times over (10,000 objects from a load arrive in a
+ * few hundred reads); an event hop paid two commits, the event's and the
+ * turn's. The read's PUBACKs leave after this commit (the bus writes at
+ * the end of the read), so a crash before it makes the broker deliver the
+ * read again, and nothing it brought was acknowledged unstored. Anything
+ * else (a request, a digest, an agent's answer) first commits what came
+ * before it: what it answers is on disk when it does. */
+static void flush_read(struct cfm_manager *m)
 {
     struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
+    bool turn = m->read_turn;
 
-    if (!m->obj_batch)
+    if (!m->read_batch)
         return;
-    m->obj_batch = false;
+    m->read_batch = m->read_turn = false;
     if (cfm_replica_commit(m->replica) == CFM_OK)
         return;
-    /* Lost here, still at their origins: compare notes again. */
-    cfm_error("replica", "cannot commit the objects of a read (see the store's error); asking "
-                         "the peers again");
+    if (turn) {
+        /* As cfm_manager__on_batch: the runs went on believing calls that
+         * are now undone. */
+        cfm_error("engine", "cannot commit a read and the turns it resumed (see the store's "
+                            "error above); stopping: the runs resume from their journals and "
+                            "the broker delivers the read again at the next start");
+        fflush(stderr);
+        _exit(3);
+    }
+    /* Lost here, still at their origins (no PUBACK left): compare notes again. */
+    cfm_error("replica", "cannot commit the objects and events of a read (see the store's "
+                         "error); asking the peers again");
     cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
-static void batch_objects(struct cfm_manager *m)
+static void batch_read(struct cfm_manager *m)
 {
-    if (!m->reading || m->obj_batch || cfm_store_in_txn(m->store))
+    if (!m->reading || m->read_batch || cfm_store_in_txn(m->store))
         return;
     if (cfm_replica_begin(m->replica) != CFM_OK) {
         cfm_replica_rollback(m->replica);
-        return; /* each object then commits on its own */
+        return; /* each object and event then commits on its own */
     }
-    m->obj_batch = true;
+    m->read_batch = true;
 }
 
 static void on_read(void *arg, bool begin)
@@ -201,8 +215,14 @@ static void on_read(void *arg, bool begin)
     struct cfm_manager *m = arg;
 
     m->reading = begin;
-    if (!begin)
-        flush_objects(m);
+    if (begin)
+        return;
+    /* The runs this read made due take their turn inside its transaction
+     * (or, without one, in a transaction of their own, as from the loop's
+     * idle phase). */
+    if (m->engine && cfm_engine_run_ready(m->engine) && m->read_batch)
+        m->read_turn = true;
+    flush_read(m);
 }
 
 static void on_message(void *arg, const struct cfm_bus_msg *msg)
@@ -213,7 +233,7 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
 
     if (strncmp(msg->topic, BRIDGE_STATE_PREFIX, strlen(BRIDGE_STATE_PREFIX)) == 0 ||
         strncmp(msg->topic, CFM_BRIDGE_PREFIX, strlen(CFM_BRIDGE_PREFIX)) == 0) {
-        flush_objects(m);
+        flush_read(m);
         on_bridge_state(m, msg);
         return;
     }
@@ -221,10 +241,10 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
         cfm_warn("manager", "dropped a message: %s", why.text);
         return;
     }
-    if (t.type == CFM_TOPIC_OBJ)
-        batch_objects(m);
+    if (t.type == CFM_TOPIC_OBJ || t.type == CFM_TOPIC_EVENT)
+        batch_read(m);
     else
-        flush_objects(m);
+        flush_read(m);
     switch (t.type) {
     case CFM_TOPIC_CTL_REQ:
         if (strcmp(t.site, m->cfg.site) == 0)

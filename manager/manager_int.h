@@ -79,7 +79,8 @@ struct cfm_manager {
     int stop_mid;
     bool stopping;
     bool reading;   /* the bus is reading a wake-up's messages (on_read) */
-    bool obj_batch; /* ... and holds a transaction for the objects among them */
+    bool read_batch; /* ... and holds a transaction for the objects and events among them */
+    bool read_turn;  /* ... and the turns of the runs they made due (flush_read) */
     char will[256];
     char status_topic[CFM_MAX_TOPIC + 1];
 };
