@@ -276,7 +276,9 @@ void cfm_manager__on_journal(void *arg, struct cfm_run *run,
 /* The resumes of one loop turn share one transaction: a hop's journal
  * entries, its published events (and their handling here: the loopback
  * queue, emptied before the commit) and the pending entry of its next wait
- * commit once. Each call still has a level of its own (a savepoint), so a
+ * commit once. Turns an event from the bus made due are taken inside the
+ * transaction of the read that brought it (flush_read, manager.c), which
+ * this one then nests in. Each call still has a level of its own (a savepoint), so a
  * call that fails undoes its own writes only. When the turn cannot commit
  * (the disk is full or failing), the runs went on believing calls that are
  * now undone: the manager stops at once, as if it had crashed, and the
