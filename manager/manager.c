@@ -161,19 +161,21 @@ static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg
     cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
-/* The objects and events from other sites that arrive in one read of the
- * bus (everything a wake-up of the socket brought) are handled in one
- * transaction, each in a savepoint of its own (a bad one undoes only
- * itself), and so are the turns of the runs those events resumed or
- * started, taken at the read's end (cfm_engine_run_ready): a commit writes
+/* The objects and events from other sites, and the answers and statuses
+ * of agents, that arrive in one read of the bus (everything a wake-up of
+ * the socket brought) are handled in one transaction, each in a savepoint
+ * of its own (a bad one undoes only itself), and so are the turns of the
+ * runs they resumed or started, taken at the read's end
+ * (cfm_engine_run_ready): a commit writes
  * the WAL frames of every page it touched, and a commit per object wrote
  * each B-tree page many times over (10,000 objects from a load arrive in a
  * few hundred reads); an event hop paid two commits, the event's and the
- * turn's. The read's PUBACKs leave after this commit (the bus writes at
- * the end of the read), so a crash before it makes the broker deliver the
- * read again, and nothing it brought was acknowledged unstored. Anything
- * else (a request, a digest, an agent's answer) first commits what came
- * before it: what it answers is on disk when it does. */
+ * turn's, a recovery's call to an agent the answer's and the next turn's.
+ * The read's PUBACKs leave after this commit (the bus writes at the end of
+ * the read), so a crash before it makes the broker deliver the read again,
+ * and nothing it brought was acknowledged unstored. Anything else (a
+ * request, a digest) first commits what came before it: what it answers
+ * is on disk when it does. */
 static void flush_read(struct cfm_manager *m)
 {
     struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
@@ -241,7 +243,8 @@ static void on_message(void *arg, const struct cfm_bus_msg *msg)
         cfm_warn("manager", "dropped a message: %s", why.text);
         return;
     }
-    if (t.type == CFM_TOPIC_OBJ || t.type == CFM_TOPIC_EVENT)
+    if (t.type == CFM_TOPIC_OBJ || t.type == CFM_TOPIC_EVENT || t.type == CFM_TOPIC_AGENT_RES ||
+        t.type == CFM_TOPIC_AGENT_STATUS)
         batch_read(m);
     else
         flush_read(m);
