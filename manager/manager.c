@@ -166,16 +166,16 @@ static void on_bridge_state(struct cfm_manager *m, const struct cfm_bus_msg *msg
  * the socket brought) are handled in one transaction, each in a savepoint
  * of its own (a bad one undoes only itself), and so are the turns of the
  * runs they resumed or started, taken at the read's end
- * (cfm_engine_run_ready): a commit writes
- * the WAL frames of every page it touched, and a commit per object wrote
- * each B-tree page many times over (10,000 objects from a load arrive in a
- * few hundred reads); an event hop paid two commits, the event's and the
- * turn's, a recovery's call to an agent the answer's and the next turn's.
- * The read's PUBACKs leave after this commit (the bus writes at the end of
- * the read), so a crash before it makes the broker deliver the read again,
- * and nothing it brought was acknowledged unstored. Anything else (a
- * request, a digest) first commits what came before it: what it answers
- * is on disk when it does. */
+ * (cfm_engine_run_ready). A commit writes the WAL frames of every page it
+ * touched: a commit per object wrote each B-tree page many times over
+ * (10,000 objects from a load arrive in a few hundred reads), an event
+ * hop paid two commits (the event's and the turn's), and so did a call to
+ * an agent (the answer's and the next turn's). The read's PUBACKs leave
+ * after this commit (the bus writes at the end of the read), so a crash
+ * before it makes the broker deliver the read again, and nothing it
+ * brought was acknowledged unstored. Anything else (a request, a digest)
+ * first commits what came before it: what it answers is on disk when it
+ * does. */
 static void flush_read(struct cfm_manager *m)
 {
     struct cfm_store_filter systems = {.kind = CFM_KIND_BUSINESS_SYSTEM};
