@@ -5,7 +5,13 @@
  *
  * No mosquitto thread: a uv_poll_t watches mosquitto_socket() and calls
  * mosquitto_loop_read/write; a 1 s timer calls mosquitto_loop_misc for
- * keep-alives.
+ * keep-alives. Each connection gets its own poll handle (a new socket each
+ * time). The connection is opened with mosquitto_connect_bind_v5 every time,
+ * also when reconnecting, because only that call carries the CONNECT
+ * properties (the session expiry that makes the session persistent);
+ * libmosquitto keeps unacknowledged QoS 1 messages across it and resends
+ * them. The TCP connect itself is a blocking call: the site broker is on
+ * the manager's own host or LAN, where it returns at once.
  *
  * libmosquitto is told it is threaded (mosquitto_threaded_set) although it
  * is not: then it only queues what it sends and the bus decides when the
@@ -16,13 +22,7 @@
  * has committed what they brought (on_read's end) by then: the broker
  * hears "received" for what is on disk, and redelivers anything else
  * after a crash (the session is persistent). Publishes made outside a
- * wake-up are written at once. Each connection gets its own poll handle (a new socket each
- * time). The connection is opened with mosquitto_connect_bind_v5 every time,
- * also when reconnecting, because only that call carries the CONNECT
- * properties (the session expiry that makes the session persistent);
- * libmosquitto keeps unacknowledged QoS 1 messages across it and resends
- * them. The TCP connect itself is a blocking call: the site broker is on
- * the manager's own host or LAN, where it returns at once.
+ * wake-up are written at once.
  */
 #include "bus.h"
 
@@ -144,7 +144,6 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     bus->dispatching = true;
     if (events & UV_WRITABLE)
         rc = mosquitto_loop_write(bus->mosq, 1);
-    /* (libmosquitto queues, never writes: see the top of the file.) */
     /* Read a batch per wake-up, until the socket is drained: loop_read
      * reports a drained non-blocking socket as success, with errno EAGAIN
      * (errno is cleared before each read; a callback that leaves EAGAIN
