@@ -63,6 +63,17 @@ static const char *const migrations[] = {
     "  at INTEGER NOT NULL, ord INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,"
     "  result TEXT, error TEXT,"
     "  PRIMARY KEY(run, seq)) WITHOUT ROWID;",
+    /* 2 -> 3: the outbox's seq without AUTOINCREMENT, which updated
+     * sqlite_sequence (one more B-tree write and WAL frame) on every
+     * insert: a new seq is still above every row present (docs/store.md). */
+    "CREATE TABLE outbox_new("
+    "  seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+    "  payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+    "  expiry INTEGER NOT NULL);"
+    "INSERT INTO outbox_new SELECT seq, topic, payload, qos, retain, expiry FROM outbox;"
+    "DROP TABLE outbox;"
+    "ALTER TABLE outbox_new RENAME TO outbox;"
+    "DELETE FROM sqlite_sequence WHERE name = 'outbox';",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

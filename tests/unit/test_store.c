@@ -765,11 +765,14 @@ static void test_outbox_order_remove_count(void **state)
     assert_int_equal(box.seq[0], seq[0]);
     assert_int_equal(box.seq[1], seq[2]);
 
-    /* A seq is never handed out again, even after the newest is removed. */
-    assert_int_equal(cfm_store_outbox_remove(fx->st, seq[2]), CFM_OK);
+    /* A new seq is above every row present (the newest removed is free
+     * again: nothing refers to a removed row), and no sqlite_sequence
+     * bookkeeping rides on the insert. */
     assert_int_equal(cfm_store_outbox_add(fx->st, &msg, &seq[1]), CFM_OK);
     assert_true(seq[1] > seq[2]);
-    assert_int_equal(cfm_store_outbox_add(fx->st, &msg, NULL), CFM_OK);
+    assert_int_equal(cfm_store_outbox_remove(fx->st, seq[1]), CFM_OK);
+    assert_int_equal(cfm_store_outbox_add(fx->st, &msg, &seq[1]), CFM_OK);
+    assert_true(seq[1] > seq[2] && seq[1] > seq[0]);
     assert_int_equal(cfm_store_outbox_count(fx->st, &count), CFM_OK);
     assert_int_equal(count, 3);
 
@@ -778,6 +781,57 @@ static void test_outbox_order_remove_count(void **state)
     msg.qos = 0;
     msg.len = CFM_MAX_PAYLOAD + 1;
     assert_int_equal(cfm_store_outbox_add(fx->st, &msg, NULL), CFM_ETOOBIG);
+}
+
+/* A store of schema version 2 (outbox seq AUTOINCREMENT) opened by this
+ * cfm: its outbox rows are kept, in order and whole, and the table no
+ * longer uses sqlite_sequence. */
+static void test_outbox_migrates_from_version_2(void **state)
+{
+    struct fx *fx = *state;
+    struct cfm_outmsg msg = {0, "cfm/v1/b", "two", 3, 1, false, 0};
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t seq = 0;
+    struct box box;
+
+    cfm_store_close(fx->st);
+    fx->st = NULL;
+    raw_exec(fx, "DROP TABLE outbox;"
+                 "CREATE TABLE outbox("
+                 "  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+                 "  payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+                 "  expiry INTEGER NOT NULL);"
+                 "INSERT INTO outbox(seq, topic, payload, qos, retain, expiry) VALUES"
+                 "  (7, 'cfm/v1/a', x'00016f6e65', 1, 1, 60), (9, 'cfm/v1/c', x'', 0, 0, 0);"
+                 "PRAGMA user_version = 2");
+    reopen(fx);
+    outbox_read(fx->st, -1, &box);
+    assert_int_equal(box.n, 2);
+    assert_int_equal(box.seq[0], 7);
+    assert_string_equal(box.topic[0], "cfm/v1/a");
+    assert_int_equal(box.len[0], 5);
+    assert_memory_equal(box.payload[0], "\0\1one", 5);
+    assert_int_equal(box.qos[0], 1);
+    assert_true(box.retain[0]);
+    assert_int_equal(box.expiry[0], 60);
+    assert_int_equal(box.seq[1], 9);
+    assert_int_equal(box.len[1], 0);
+    assert_int_equal(cfm_store_outbox_add(fx->st, &msg, &seq), CFM_OK);
+    assert_int_equal(seq, 10);
+
+    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT sql FROM sqlite_master WHERE name = 'outbox')"
+                                        " LIKE '%AUTOINCREMENT%', (SELECT count(*) FROM"
+                                        " sqlite_sequence WHERE name = 'outbox')",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 0);
+    assert_int_equal(sqlite3_column_int(s, 1), 0);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 static void test_outbox_binary_survives_reopen(void **state)
@@ -1027,6 +1081,7 @@ int main(void)
         T(test_kind_writes_change_on_put_and_rollback),
         T(test_runs_and_journal),
         T(test_outbox_order_remove_count),
+        T(test_outbox_migrates_from_version_2),
         T(test_outbox_binary_survives_reopen),
         T(test_outbox_survives_crash),
         T(test_wal_commits_reach_other_connections),
