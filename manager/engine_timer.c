@@ -106,8 +106,13 @@ bool cfm_engine__timer_start(struct cfm_engine *e, struct cfm_tnode *t, uint64_t
         e->heap = p;
         e->capheap = cap;
     }
-    t->due = uv_now(e->loop) + ms;
-    if (t->due < ms)
+    /* At least ms from now: the loop's clock is read afresh (a turn taken at
+     * the end of a long bus read would otherwise start from the time the
+     * read began), and it counts whole milliseconds, so one more keeps a
+     * timer from firing up to a millisecond early. */
+    uv_update_time(e->loop);
+    t->due = uv_now(e->loop) + ms + 1;
+    if (t->due <= ms)
         t->due = UINT64_MAX; /* never, in practice */
     t->seq = ++e->tseq;
     t->cb = cb;
