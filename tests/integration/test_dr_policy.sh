@@ -20,6 +20,12 @@ sed -e 's/^  "standby": "site-b",$/  "standby": "site-b",\n  "policies": {"dr": 
     "$CFM_SRC/examples/web3tier.json" >"$TMP/shop.json"
 grep -q '"witness": "site-c"' "$TMP/shop.json" || fail "test setup: policy not added"
 dr_ctl site-a system load "$TMP/shop.json" >/dev/null || fail "load"
+# The sites see each other before the deploy: a standby that has not yet
+# seen the primary online (its bridge comes up a little later) may hold it
+# for offline by its bridge's state and run the primary's deploy itself.
+sees() { dr_ctl "$1" sites list | awk -v s="$2" '$1 == s { print $2 }' | grep -qx online; }
+wait_until 20 "site-b to see site-a online" sees site-b site-a
+wait_until 20 "site-a to see site-b online" sees site-a site-b
 dr_run site-a deploy '{}' 180 >/dev/null
 LB_A=$(dr_public site-a)
 curl -sf --max-time 3 -X PUT --data "kept" "http://$LB_A:8000/kv/k1" >/dev/null || fail "write"

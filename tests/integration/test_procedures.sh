@@ -208,6 +208,17 @@ succeeds site-a "$(run_id ev-prim-1 site-a prim)"
 settle 3
 run_known site-a "$(run_id ev-prim-1 site-b prim)" && fail "the primary run also ran at B"
 
+step "a primary B has never heard from is not taken for offline: nothing runs at the standby B"
+cat >"$TMP/lone.json" <<'EOF'
+{"id": "lone", "sites": ["site-z", "site-b"], "primary": "site-z", "standby": "site-b",
+ "procedures": {"prim": {"script": "where.lua", "run_at": "primary"}}}
+EOF
+out=$(ctl site-b system load "$TMP/lone.json") || fail "load lone at B: $out"
+pub b cfm/v1/sys/lone/event/prim '{"id": "ev-lone", "payload": {}}'
+wait_until 20 "B to pass over ev-lone" grep -q "prim on lone: run_at primary: runs at site-z" \
+    "$TMP/site-b.log"
+run_known site-b "$(run_id ev-lone site-b prim)" && fail "the standby B ran the primary binding"
+
 step "A's manager is killed: its Last Will marks it offline, the primary binding runs at B"
 kill_manager site-a
 wait_until 20 "B sees A offline" sees site-b site-a offline
