@@ -195,9 +195,12 @@ static void flush_read(struct cfm_manager *m)
         fflush(stderr);
         _exit(3);
     }
-    /* Lost here, still at their origins (no PUBACK left): compare notes again. */
+    /* Lost here. The read's PUBACKs still go out (libmosquitto's queue
+     * cannot be taken back, and dropping the connection would publish our
+     * Last Will): objects are still at their origins, so compare notes
+     * again; its events are gone, and the log says so. */
     cfm_error("replica", "cannot commit the objects and events of a read (see the store's "
-                         "error); asking the peers again");
+                         "error); its events are lost; asking the peers again for the objects");
     cfm_store_each(m->store, &systems, cfm_manager__announce_member, m);
 }
 
