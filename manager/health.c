@@ -109,6 +109,17 @@ out:
     free(f.status);
 }
 
+enum cfm_site_seen cfm_health_seen(struct cfm_store *st, const char *site)
+{
+    struct find_ctx f = {.site = site};
+    enum cfm_site_seen seen = CFM_SITE_UNKNOWN;
+
+    if (cfm_store_site_each(st, find_site, &f) == CFM_OK && f.found)
+        seen = strcmp(f.state, "online") == 0 ? CFM_SITE_ONLINE : CFM_SITE_OFFLINE;
+    free(f.status);
+    return seen;
+}
+
 int64_t cfm_health_offline_ms(struct cfm_store *st, const char *site)
 {
     struct find_ctx f = {.site = site};

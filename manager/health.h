@@ -25,6 +25,11 @@ int cfm_health_on_status(struct cfm_store *st, const char *site, const void *pay
  * status holds again. */
 void cfm_health_on_link(struct cfm_store *st, const char *peer, bool up);
 
+/* What this manager knows of site: never heard from, online, or offline
+ * (its last status, a Last Will, or its bridge being down). */
+enum cfm_site_seen { CFM_SITE_UNKNOWN, CFM_SITE_ONLINE, CFM_SITE_OFFLINE };
+enum cfm_site_seen cfm_health_seen(struct cfm_store *st, const char *site);
+
 /* How long site has been offline as this manager sees it, in ms since it
  * was last seen online; -1 when it is online, or was never seen. */
 int64_t cfm_health_offline_ms(struct cfm_store *st, const char *site);

@@ -20,43 +20,8 @@
 #include <string.h>
 
 #include "digest.h"
+#include "health.h"
 #include "kind.h"
-
-struct online_ctx {
-    const char *site;
-    bool online, offline; /* both false: never heard from */
-};
-
-static bool find_state(void *arg, const struct cfm_site_rec *rec)
-{
-    struct online_ctx *c = arg;
-
-    if (strcmp(rec->site, c->site) != 0)
-        return true;
-    c->online = strcmp(rec->state, "online") == 0;
-    c->offline = !c->online;
-    return false;
-}
-
-static bool site_online(struct cfm_store *st, const char *site)
-{
-    struct online_ctx c = {.site = site};
-
-    cfm_store_site_each(st, find_state, &c);
-    return c.online;
-}
-
-/* Known to be offline: its last status (a Last Will) or its bridge says
- * so. A site this one has never heard from is not: taking it for offline
- * made a standby that started before the bridges came up run what its
- * primary was running too. */
-static bool site_offline(struct cfm_store *st, const char *site)
-{
-    struct online_ctx c = {.site = site};
-
-    cfm_store_site_each(st, find_state, &c);
-    return c.offline;
-}
 
 static bool in_sites(const json_t *body, const char *site)
 {
@@ -105,11 +70,15 @@ bool cfm_rules_match(struct cfm_store *st, const struct cfm_obj *sys, const json
     } else {
         if (strcmp(run_at, "primary") == 0) {
             chosen = primary;
-            if (standby && primary && site_offline(st, primary) && site_online(st, standby))
+            /* Known offline, not merely never heard from: a standby that
+             * started before its bridges came up ran its primary's work too. */
+            if (standby && primary && cfm_health_seen(st, primary) == CFM_SITE_OFFLINE &&
+                cfm_health_seen(st, standby) == CFM_SITE_ONLINE)
                 chosen = standby;
         } else if (strcmp(run_at, "standby") == 0) {
             chosen = standby ? standby : primary;
-            if (standby && primary && site_offline(st, standby) && site_online(st, primary))
+            if (standby && primary && cfm_health_seen(st, standby) == CFM_SITE_OFFLINE &&
+                cfm_health_seen(st, primary) == CFM_SITE_ONLINE)
                 chosen = primary;
         } else if (strcmp(run_at, "target") == 0) {
             chosen = json_string_value(
