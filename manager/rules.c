@@ -1,9 +1,10 @@
 /*
  * rules.c - run_at selection.
  *
- *   primary   the system's primary site; when it is offline, its standby
- *             (when online) takes its place
- *   standby   the standby; when it is offline, the primary
+ *   primary   the system's primary site; when it is known to be offline
+ *             (not merely never heard from), its standby (when online)
+ *             takes its place
+ *   standby   the standby; when it is known to be offline, the primary
  *   target    the event's payload.target_site
  *   origin    the site that published the event
  *   all       every site of the system
