@@ -12,7 +12,12 @@
 # resolution and gives the aggregate as a check).
 # Baseline, in the same run on the same brokers: two plain libmosquitto
 # clients bouncing a QoS 1 message of the same size (cfm-bench-raw
-# pingpong), half its round trip. First both managers on one broker
+# pingpong), half its round trip, measured by the same watcher on the
+# same broker (its messages are shaped as the runs' pings): the watcher
+# costs the broker two more deliveries a round trip, and a baseline
+# measured without it ran ~20 us a hop faster than the same clients
+# watched (docs/performance.md, "Session 8"); the clients' own clock is
+# printed beside it as a check. First both managers on one broker
 # (targets: p50 <= 3x raw, p99 <= 5x raw), then on two bridged brokers
 # (target: p50 <= 2x the raw round trip across the same bridge): once as
 # deployed (event_hop_bridged_p50_us), where the bridge's own socket runs
@@ -87,26 +92,39 @@ pair() {
     wait_until 20 "site-b to hold system hop" ctl site-b system show hop
 }
 
-# cfm_round TAG: one pair of runs of COUNT round trips, watched on A's
-# broker; appends the watcher's line to $TMP/cfm-TAG.
-cfm_round() {
-    local tag=$1 ready=$TMP/ready-$1 run_a out c0 used ms
+# watch PREFIX TAG: starts the watcher of COUNT round trips under PREFIX
+# on A's broker (output in $TMP/hops-TAG) and waits until it subscribed.
+watch() {
+    local ready=$TMP/ready-$2
     "$CFM_BUILD/cfm-bench-raw" hops --port "${BROKER_PORT[${MANAGER_BROKER[site-a]}]}" \
-        --prefix "$EVENTS" --count "$COUNT" --skip "$SKIP" --ready "$ready" --timeout 150 \
-        --samples "$TMP/samples-$tag" \
-        >"$TMP/hops-$tag" 2>>"$TMP/hops.log" &
+        --prefix "$1" --count "$COUNT" --skip "$SKIP" --ready "$ready" --timeout 150 \
+        --samples "$TMP/samples-$2" \
+        >"$TMP/hops-$2" 2>>"$TMP/hops.log" &
     PIDS["hops"]=$!
     wait_until 10 "the watcher subscribed" test -f "$ready"
+}
+
+# watched TAG: waits for the watcher's end; its line in $seen.
+watched() {
+    wait "${PIDS["hops"]}" || fail "round $1: the watcher failed: $(tail -n 3 "$TMP/hops.log")"
+    unset 'PIDS[hops]'
+    seen=$(cat "$TMP/hops-$1")
+}
+
+# cfm_round TAG: one pair of runs of COUNT round trips, watched on A's
+# broker.
+cfm_round() {
+    local tag=$1 run_a out c0 used ms seen
+    watch "$EVENTS" "$tag"
     CFM_POLL=0.2 wait_until 20 "hop_b's run waiting at B" b_waiting "$tag"
     c0=$(cpu_snapshot)
     pub "${MANAGER_BROKER[site-a]}" "$EVENTS/hop_a" "{\"id\": \"hop-a-$tag\", \"payload\": {\"count\": $COUNT}}"
-    wait "${PIDS["hops"]}" || fail "round $tag: the watcher failed: $(tail -n 3 "$TMP/hops.log")"
-    unset 'PIDS[hops]'
+    watched "$tag"
     used=$(cpu_used "$c0" "$(cpu_snapshot)")
     run_a=$(run_id "hop-a-$tag" site-a hop_a)
     out=$(ctl site-a runs wait "$run_a" --timeout 60 2>&1) || fail "round $tag: run at A: $out"
+    out=$seen
     ms=$(ctl site-a --json runs show "$run_a" | tr -d ' ,' | awk -F: '$1 == "\"ms\"" { print $2; exit }')
-    out=$(cat "$TMP/hops-$tag")
     step "cfm round $tag: $out; A's run: $COUNT round trips in ${ms} ms; $used"
     cfm_hop50+=("$(field "$out" hop_p50_us)")
     cfm_hop99+=("$(field "$out" hop_p99_us)")
@@ -117,15 +135,21 @@ cfm_round() {
     size=$(field "$out" size)
 }
 
-# raw_round TAG [PORT2]: the raw ping-pong on A's broker (pong on PORT2).
+# raw_round TAG [PORT2]: the raw ping-pong on A's broker (pong on PORT2),
+# COUNT round trips with the first SKIP not counted, as cfm's, watched as
+# cfm's are.
 raw_round() {
-    local out
-    out=$("$CFM_BUILD/cfm-bench-raw" pingpong --port "${BROKER_PORT[${MANAGER_BROKER[site-a]}]}" \
-        ${2:+--port2 "$2"} --count "$COUNT" --warmup "$SKIP" --size "$size" \
-        --prefix "cfm/v1/sys/rawbench/event/$1" --timeout 60) || fail "raw ping-pong $1"
-    step "raw round $1: $out"
+    local tag=raw-$1 prefix=cfm/v1/sys/rawbench/event/$1 own out seen
+    watch "$prefix" "$tag"
+    own=$("$CFM_BUILD/cfm-bench-raw" pingpong --port "${BROKER_PORT[${MANAGER_BROKER[site-a]}]}" \
+        ${2:+--port2 "$2"} --count "$((COUNT - SKIP))" --warmup "$SKIP" --size "$size" \
+        --prefix "$prefix" --timeout 60) || fail "raw ping-pong $1"
+    watched "$tag"
+    out=$seen
+    step "raw round $1: $out; the clients' own clock: $own"
     raw_hop50+=("$(field "$out" hop_p50_us)")
     raw_hop99+=("$(field "$out" hop_p99_us)")
+    own_hop50+=("$(field "$own" hop_p50_us)")
 }
 
 imedian() {  # imedian N...: the median, rounded to an integer
@@ -134,6 +158,7 @@ imedian() {  # imedian N...: the median, rounded to an integer
 
 reset_samples() {
     cfm_hop50=() cfm_hop99=() cfm_ab=() cfm_ba=() cfm_lua=() cfm_cpu=() raw_hop50=() raw_hop99=()
+    own_hop50=()
 }
 
 # --- both managers on one broker ---------------------------------------------
@@ -149,6 +174,7 @@ p50=$(imedian "${cfm_hop50[@]}")
 p99=$(imedian "${cfm_hop99[@]}")
 raw50=$(imedian "${raw_hop50[@]}")
 raw99=$(imedian "${raw_hop99[@]}")
+own50=$(imedian "${own_hop50[@]}")
 one_broker="A to B $(imedian "${cfm_ab[@]}") us, B to A $(imedian "${cfm_ba[@]}") us (p50);"
 one_broker+=" the runs' own clocks: $(imedian "${cfm_lua[@]}") us per hop on average;"
 one_broker+=" managers' CPU $(imedian "${cfm_cpu[@]}") us per round trip"
@@ -242,4 +268,5 @@ echo "summary: one hop between procedure runs (publish_cloud_event until the oth
     "side's wait_cloud_event resumed and answered; half a round trip; $SKIP round trips" \
     "not counted) took p50 ${p50} us and p99 ${p99} us with both managers on one broker" \
     "(medians of $ROUNDS rounds of $COUNT; $one_broker), against ${raw50} us and ${raw99} us" \
-    "for two plain clients bouncing a QoS 1 message of $size bytes. $bridged_text"
+    "for two plain clients bouncing a QoS 1 message of $size bytes, watched alike (p50" \
+    "${own50} us by the clients' own clock). $bridged_text"

@@ -3,7 +3,10 @@
  * on two bridged ones) bounce a QoS 1 message: "ping" publishes, "pong"
  * answers from its message callback, "ping" sends the next when the answer
  * is in. Prints p50/p99 of the round trip and of a hop (half a round
- * trip), in microseconds: the baseline of event_hop.
+ * trip), in microseconds, by its own clock. Each message is shaped as a cfm
+ * event's ping ({"payload": {"n": i}, ...}, i from 1, padded to --size
+ * bytes), so cfm-bench-raw hops can watch these rounds as it watches cfm's:
+ * event_hop's baseline is measured by the same watcher as cfm.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +15,15 @@
 #include "raw_common.h"
 
 struct pingpong {
+    char topic[MAX_TOPIC];      /* pings */
     char pong_topic[MAX_TOPIC];
-    long want;        /* the sequence number "ping" waits for */
-    bool got;
-    double got_at;
+    char *payload;
+    long size;
+    long warmup, total;         /* pings not counted; all pings */
+    long want;                  /* the number of the ping in flight */
+    double sent_at;
+    double *rtt;                /* counted round trips, us */
+    bool done;
 };
 
 static struct pingpong pp;
@@ -34,26 +42,67 @@ static void on_pong_side(struct mosquitto *m, void *arg, const struct mosquitto_
         raw_die("pong: publish: %s", mosquitto_strerror(rc));
 }
 
-/* "ping": the answer carries the sequence number first. */
+#define PING_HEAD "{\"payload\": {\"n\": "
+#define PING_PAD ", \"pad\": \""
+#define PING_TAIL "\"}"
+/* The smallest --size: the head, a number of up to 19 digits, "}", the
+ * pad's key and the tail. */
+#define PING_MIN (sizeof PING_HEAD - 1 + 19 + 1 + sizeof PING_PAD - 1 + sizeof PING_TAIL - 1)
+
+/* Writes ping n into payload, exactly size bytes (size >= PING_MIN). */
+static void ping_text(char *payload, long size, long n)
+{
+    int len = snprintf(payload, (size_t)size, PING_HEAD "%ld}" PING_PAD, n);
+
+    memset(payload + len, 'x', (size_t)(size - len));
+    memcpy(payload + size - (long)(sizeof PING_TAIL - 1), PING_TAIL, sizeof PING_TAIL - 1);
+}
+
+/* Sends ping n (the network thread's, or the main thread's before the
+ * first answer). */
+static void send_ping(struct mosquitto *m, long n)
+{
+    int rc;
+
+    ping_text(pp.payload, pp.size, n);
+    pp.want = n;
+    pp.sent_at = raw_now_s();
+    rc = mosquitto_publish_v5(m, NULL, pp.topic, (int)pp.size, pp.payload, 1, false, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        raw_die("ping: publish: %s", mosquitto_strerror(rc));
+}
+
+/* "ping": the answer carries the ping's number after PING_HEAD; the next
+ * ping leaves from here. */
 static void on_ping_side(struct mosquitto *m, void *arg, const struct mosquitto_message *msg,
                          const mosquitto_property *p)
 {
     double at = raw_now_s();
-    char head[24];
-    size_t n = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    char head[sizeof PING_HEAD + 24];
+    size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    long n;
 
-    (void)m;
     (void)arg;
     (void)p;
-    if (n >= sizeof head)
-        n = sizeof head - 1;
-    memcpy(head, msg->payload, n);
-    head[n] = '\0';
+    if (len >= sizeof head)
+        len = sizeof head - 1;
+    memcpy(head, msg->payload, len);
+    head[len] = '\0';
+    if (strncmp(head, PING_HEAD, sizeof PING_HEAD - 1) != 0)
+        return;
+    n = strtol(head + sizeof PING_HEAD - 1, NULL, 10);
     raw_lock();
-    if (strtol(head, NULL, 10) == pp.want && !pp.got) {
-        pp.got = true;
-        pp.got_at = at;
+    if (n != pp.want || pp.done) {
+        raw_unlock();
+        return;
+    }
+    if (n > pp.warmup)
+        pp.rtt[n - pp.warmup - 1] = (at - pp.sent_at) * 1e6;
+    if (n == pp.total) {
+        pp.done = true;
         raw_notify();
+    } else {
+        send_ping(m, n + 1);
     }
     raw_unlock();
 }
@@ -64,14 +113,13 @@ int raw_pingpong(int argc, char **argv)
     int port = 0, port2 = 0;
     long count = 0, warmup = 20, size = 0;
     const char *prefix = NULL;
-    double timeout_s = 60, deadline, *rtt, *hop, t_start;
-    char topic[MAX_TOPIC], *payload;
+    double timeout_s = 60, *hop, t_start;
     const struct raw_opt opts[] = {
         RAW_OPT_PORT("--port", &port),
         RAW_OPT_PORT("--port2", &port2),
         RAW_OPT_LONG("--count", &count, 1, MAX_COUNT),
         RAW_OPT_LONG("--warmup", &warmup, 0, MAX_COUNT),
-        RAW_OPT_LONG("--size", &size, 24, MAX_SIZE),
+        RAW_OPT_LONG("--size", &size, (long)PING_MIN, MAX_SIZE),
         RAW_OPT_TEXT("--prefix", &prefix),
         RAW_OPT_SECONDS("--timeout", &timeout_s),
         {0},
@@ -83,54 +131,42 @@ int raw_pingpong(int argc, char **argv)
     raw_check_prefix(prefix);
     if (!port2)
         port2 = port;
+    snprintf(pp.topic, sizeof pp.topic, "%s/ping", prefix);
     snprintf(pp.pong_topic, sizeof pp.pong_topic, "%s/pong", prefix);
-    payload = malloc((size_t)size);
-    rtt = calloc((size_t)count, sizeof *rtt);
+    pp.size = size;
+    pp.warmup = warmup;
+    pp.total = warmup + count;
+    pp.payload = malloc((size_t)size);
+    pp.rtt = calloc((size_t)count, sizeof *pp.rtt);
     hop = calloc((size_t)count, sizeof *hop);
-    if (!payload || !rtt || !hop)
+    if (!pp.payload || !pp.rtt || !hop)
         raw_die("out of memory");
-    memset(payload, 'x', (size_t)size);
 
     raw_client_start(&pong, "pong", port2);
     mosquitto_message_v5_callback_set(pong.mosq, on_pong_side);
-    snprintf(topic, sizeof topic, "%s/ping", prefix);
-    raw_client_subscribe(&pong, topic, 1);
+    raw_client_subscribe(&pong, pp.topic, 1);
     raw_client_start(&ping, "ping", port);
     mosquitto_message_v5_callback_set(ping.mosq, on_ping_side);
     raw_client_subscribe(&ping, pp.pong_topic, 1);
 
     t_start = raw_now_s();
-    deadline = t_start + timeout_s;
-    for (long i = 0; i < warmup + count; i++) {
-        double t0;
-        int rc, n = snprintf(payload, (size_t)size, "%ld ", i);
-        payload[n] = 'x'; /* the number, a blank, then padding */
-        raw_lock();
-        pp.want = i;
-        pp.got = false;
-        raw_unlock();
-        t0 = raw_now_s();
-        rc = mosquitto_publish_v5(ping.mosq, NULL, topic, (int)size, payload, 1, false, NULL);
-        if (rc != MOSQ_ERR_SUCCESS)
-            raw_die("ping: publish: %s", mosquitto_strerror(rc));
-        raw_lock();
-        if (!raw_wait_flag(&pp.got, deadline))
-            raw_die("pingpong: no answer to ping %ld within the %g s of the run", i, timeout_s);
-        if (i >= warmup) {
-            rtt[i - warmup] = (pp.got_at - t0) * 1e6;
-            hop[i - warmup] = rtt[i - warmup] / 2;
-        }
-        raw_unlock();
-    }
+    raw_lock();
+    send_ping(ping.mosq, 1);
+    if (!raw_wait_flag(&pp.done, t_start + timeout_s))
+        raw_die("pingpong: no answer to ping %ld of %ld within the %g s of the run", pp.want,
+                pp.total, timeout_s);
+    raw_unlock();
+    for (long i = 0; i < count; i++)
+        hop[i] = pp.rtt[i] / 2;
     printf("pingpong: count=%ld size=%ld bridged=%s", count, size, port2 != port ? "yes" : "no");
-    raw_print_pcts("rtt", rtt, count);
+    raw_print_pcts("rtt", pp.rtt, count);
     raw_print_pcts("hop", hop, count);
     printf(" seconds=%.3f\n", raw_now_s() - t_start);
     fflush(stdout);
     raw_client_stop(&ping);
     raw_client_stop(&pong);
-    free(payload);
-    free(rtt);
+    free(pp.payload);
+    free(pp.rtt);
     free(hop);
     return 0;
 }
