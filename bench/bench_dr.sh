@@ -91,7 +91,8 @@ shop_with() {
 # the local driver) with room for CPU vCPUs and ample memory.
 site_manager() {
     local site=$1 cpu=$2 net
-    net="127.77.$((DR_PORT[$site] % 250 + 1))"  # as dr_manager
+    dr_net "$site"  # a net no other site holds, as dr_manager's
+    net="127.77.${DR_NET[$site]}"
     cat >"$DIR/$site.json" <<CONF
 {"site": "$site", "broker": {"host": "127.0.0.1", "port": ${DR_PORT[$site]}},
  "state_dir": "$DIR/$site", "procedures_dir": "$PROCS",
@@ -180,7 +181,7 @@ one_size() {
 
     # site-b's public pool is 127.78.<its private net's third octet>.1-50,
     # and nothing at site-b holds an address yet: the lb gets the first.
-    lb_b="127.78.$((DR_PORT[site-b] % 250 + 1)).1"
+    lb_b="127.78.${DR_NET[site-b]}.1"
     first_http "$lb_b" 8000 "$DIR/http-$n" &
     PIDS["first-http"]=$!
     c0=$(cpu_s "${PIDS[dr-manager-site-b]}")
