@@ -32,9 +32,20 @@
  * more for its output; then the pipes are closed and the answer goes out
  * (the background process lives on: a command may start a service).
  *
+ * A detached command ("detach": true: a service to start) gets no pipes:
+ * stdin is /dev/null, stdout and stderr go to its "log" file (appended) or
+ * to /dev/null, and it is answered as soon as it runs (a timer of 0 ms, so
+ * the answer never comes from inside cfm_agent_exec_start), with its pid.
+ * The agent still reaps it when it ends, and says nothing then. A command
+ * line of plain words so started costs one process, where "sh -c 'svc
+ * ... >log 2>&1 &'" costs three (the shell, its fork, the service):
+ * docs/performance.md, "Session 8".
+ *
  * Lifetime: the struct owns its handles (process, two or three pipes, one
  * timer); it is freed in the close callback of the last one, right after
- * the done callback, so nothing of it outlives the loop.
+ * the done callback, so nothing of it outlives the loop. A detached
+ * command's struct lives on after its answer (done is then NULL) until
+ * the command has ended.
  */
 /* pipe2 (glibc). */
 #define _GNU_SOURCE
@@ -62,6 +73,7 @@
 
 #define EXIT_DRAIN_MS 500
 #define GONE_TICK_MS 10
+#define DETACHED_TICK_MS 1000 /* a detached command, without pidfds: it may run for days */
 #define READ_CHUNK (64u << 10)
 #define BASE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define BASE_ENV 4
@@ -89,6 +101,7 @@ struct cfm_agent_exec {
     bool in_open;
     int handles; /* handles not yet closed */
     bool exited, timed_out;
+    bool detached; /* answered once it runs; reaped when it ends */
     const char *abort_reason;
     int64_t exit_status;
     int term_signal;
@@ -111,6 +124,8 @@ struct request {
     uint64_t timeout_ms;
     size_t max_output;
     const json_t *stdin_text;
+    bool detach;
+    char log[PATH_MAX]; /* detach: where stdout and stderr go; "" = /dev/null */
 };
 
 static void finish(struct cfm_agent_exec *x)
@@ -274,6 +289,8 @@ static void on_gone_tick(uv_timer_t *t)
  * kernel has them, else a tick. Cannot fail. */
 static void watch_gone(uv_loop_t *loop, struct cfm_agent_exec *x)
 {
+    uint64_t tick = x->detached ? DETACHED_TICK_MS : GONE_TICK_MS;
+
 #ifdef SYS_pidfd_open
     x->pidfd = (int)syscall(SYS_pidfd_open, x->pid, 0);
     if (x->pidfd >= 0 && uv_poll_init(loop, &x->gone.poll, x->pidfd) == 0) {
@@ -289,7 +306,23 @@ static void watch_gone(uv_loop_t *loop, struct cfm_agent_exec *x)
     uv_timer_init(loop, &x->gone.tick);
     x->gone.tick.data = x;
     x->handles++;
-    uv_timer_start(&x->gone.tick, on_gone_tick, GONE_TICK_MS, GONE_TICK_MS);
+    uv_timer_start(&x->gone.tick, on_gone_tick, tick, tick);
+}
+
+/* A detached command runs: its answer. From here on nobody waits for it. */
+static void on_detached(uv_timer_t *t)
+{
+    struct cfm_agent_exec *x = t->data;
+    json_t *result = json_pack("{s:i, s:n, s:s, s:s, s:b, s:b, s:b, s:I, s:I, s:b}", "code", 0,
+                               "signal", "stdout", "", "stderr", "", "stdout_truncated", 0,
+                               "stderr_truncated", 0, "timed_out", 0, "duration_ms",
+                               (json_int_t)0, "pid", (json_int_t)x->pid, "detached", 1);
+
+    if (x->done)
+        x->done(x->arg, result, result ? NULL : "out of memory building the result");
+    x->done = NULL;
+    json_decref(result);
+    close_handle(x, (uv_handle_t *)&x->timer);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -396,6 +429,40 @@ static enum cfm_err parse_env(struct request *r, const char *vm, const char *roo
     return CFM_OK;
 }
 
+/* "detach" (a boolean) and "log" (a file of the disk; only with detach).
+ * A detached command runs on after its answer, so nothing that needs its
+ * end applies: stdin, timeout_s, max_output. */
+static enum cfm_err parse_detach(struct request *r, const char *root, const json_t *req,
+                                 struct cfm_why *why)
+{
+    static const char *const not_detached[] = {"stdin", "timeout_s", "max_output"};
+    const json_t *detach = json_object_get(req, "detach"), *log = json_object_get(req, "log");
+    enum cfm_err err;
+
+    if (detach && !json_is_boolean(detach))
+        return cfm_why_set(why, CFM_EINVAL, "detach must be true or false");
+    r->detach = json_is_true(detach);
+    if (log && !r->detach)
+        return cfm_why_set(why, CFM_EINVAL, "log goes with \"detach\": true (a command waited "
+                                            "for answers with its output)");
+    if (!r->detach)
+        return CFM_OK;
+    for (size_t i = 0; i < sizeof not_detached / sizeof not_detached[0]; i++)
+        if (json_object_get(req, not_detached[i]))
+            return cfm_why_set(why, CFM_EINVAL,
+                               "%s does not go with \"detach\": true (a detached command "
+                               "runs on after its answer)", not_detached[i]);
+    if (!log)
+        return CFM_OK;
+    if (!json_is_string(log) || json_string_length(log) == 0)
+        return cfm_why_set(why, CFM_EINVAL, "log must be a file's path");
+    if ((err = cfm_agent_files_resolve(root, json_string_value(log), json_string_length(log),
+                                       CFM_AGENT_FILES_WRITE, r->log, sizeof r->log, why)) !=
+        CFM_OK)
+        return cfm_why_prefix(why, err, "log");
+    return CFM_OK;
+}
+
 static enum cfm_err parse_request(struct request *r, const char *vm, const char *root,
                                   const json_t *req, struct cfm_why *why)
 {
@@ -448,6 +515,8 @@ static enum cfm_err parse_request(struct request *r, const char *vm, const char 
     r->stdin_text = json_object_get(req, "stdin");
     if (r->stdin_text && !json_is_string(r->stdin_text))
         return cfm_why_set(why, CFM_EINVAL, "stdin must be a string");
+    if ((err = parse_detach(r, root, req, why)) != CFM_OK)
+        return err;
     return parse_env(r, vm, root, json_object_get(req, "env"), why);
 }
 
@@ -628,6 +697,62 @@ static int spawn_command(char *const *argv, char *const *env, const char *cwd, i
     return rc;
 }
 
+/* posix_spawn of a detached command: stdin from /dev/null, stdout and
+ * stderr appended to log (not followed if a link) or to /dev/null. 0 or an
+ * errno value. */
+static int spawn_detached(char *const *argv, char *const *env, const char *cwd, const char *log,
+                          pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    char file[PATH_MAX];
+    int rc;
+
+    if (!find_program(argv[0], env, cwd, file, sizeof file))
+        return errno;
+    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+        return rc;
+    if ((rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) == 0 &&
+        (rc = posix_spawn_file_actions_addopen(
+             &fa, 1, *log ? log : "/dev/null",
+             *log ? O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW : O_WRONLY, 0644)) == 0 &&
+        (rc = posix_spawn_file_actions_adddup2(&fa, 1, 2)) == 0)
+        rc = cfm_spawn_session(pid, file, &fa, cwd, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
+}
+
+/* Starts a detached command (see the top of the file). */
+static enum cfm_err start_detached(uv_loop_t *loop, const struct request *r, char *const *argv,
+                                   cfm_agent_exec_done done, void *arg,
+                                   struct cfm_agent_exec **out, struct cfm_why *why)
+{
+    struct cfm_agent_exec *x = calloc(1, sizeof *x);
+    pid_t pid;
+    int rc;
+
+    if (!x)
+        return cfm_why_set(why, CFM_ENOMEM, "out of memory");
+    if ((rc = spawn_detached(argv, r->env, r->cwd, r->log, &pid)) != 0) {
+        free(x);
+        return cfm_why_set(why, CFM_EINVAL, "cannot run '%.128s': %s", argv[0],
+                           uv_strerror(uv_translate_sys_error(rc)));
+    }
+    x->pidfd = -1;
+    x->pid = pid;
+    x->detached = true;
+    x->started_ns = uv_hrtime();
+    x->done = done;
+    x->arg = arg;
+    uv_timer_init(loop, &x->timer);
+    x->timer.data = x;
+    x->handles++;
+    watch_gone(loop, x);
+    uv_timer_start(&x->timer, on_detached, 0, 0);
+    if (out)
+        *out = x;
+    return CFM_OK;
+}
+
 /* Gives the agent's ends of the pipes (stdin's write end, the read ends
  * of stdout and stderr) to x's pipe handles; each is -1 in pipes once its
  * handle owns it. 0 or an errno value (libuv's errors are -errno). */
@@ -666,6 +791,10 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
     if ((err = parse_request(&r, vm, root, req, why)) != CFM_OK)
         goto out;
     argv = r.argv ? r.argv : (char *const *)r.shell_argv;
+    if (r.detach) {
+        err = start_detached(loop, &r, argv, done, arg, out, why);
+        goto out;
+    }
     if ((r.stdin_text && (rc = pipe_above_stderr(&pipes[0])) != 0) ||
         (rc = pipe_above_stderr(&pipes[2])) != 0 || (rc = pipe_above_stderr(&pipes[4])) != 0) {
         close_fds(pipes, 6);

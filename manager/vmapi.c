@@ -572,7 +572,8 @@ static int l_run_agent_command(lua_State *L)
     if (!*slot)
         return luaL_error(L, "run_agent_command: out of memory");
     if (lua_istable(L, 3)) {
-        static const char *const keys[] = {"cwd", "env", "stdin", "timeout_s", "max_output"};
+        static const char *const keys[] = {"cwd",        "env",    "stdin", "timeout_s",
+                                           "max_output", "detach", "log"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
             json_t *v;
             if (lua_getfield(L, 3, keys[i]) == LUA_TNIL) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cfm-agent on a real broker, driven with mosquitto_rr/pub/sub as a manager
 # would drive it: status and load, ping, exec (argv, shell, cwd, env, stdin,
-# timeout killing the whole process group, output cap, concurrency),
+# timeout killing the whole process group, output cap, concurrency, detach),
 # put_file/get_file and their confinement, http_get against real HTTP
 # servers (an answer, a 404, a refused port, a server that never answers,
 # malformed requests), idempotent ids (also while running and across
@@ -192,6 +192,36 @@ for i in $(seq 64); do
 done
 zombies=$(ps -o stat= --ppid "${PIDS[agent-vm1]}" | grep -c '^Z' || true)
 assert_eq 0 "$zombies" "the agent's children left unreaped"
+
+step "exec with detach: answered once it runs, output appended to its log, reaped when it ends"
+out=$(req d1 "{\"id\":\"d1\",\"op\":\"exec\",\"argv\":[\"sh\",\"-c\",\"echo started; echo oops >&2; exec sleep $LONG\"],\"detach\":true,\"log\":\"logs/d1.log\"}")
+assert_contains "$out" '{"id":"d1","ok":true,"code":0,' "a detached command's answer"
+assert_contains "$out" '"detached":true' "a detached command's answer"
+pid=$(printf '%s' "$out" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || fail "the detached command is not running after its answer: $out"
+KILL_GROUPS+=("$pid")
+assert_eq "${PIDS[agent-vm1]}" "$(ps -o ppid= -p "$pid" | tr -d ' ')" "a detached command's parent"
+log_has() { grep -qx "$1" "$ROOT/logs/d1.log" 2>/dev/null; }
+wait_until 5 "its stdout in its log" log_has started
+wait_until 5 "its stderr in its log" log_has oops
+wait_until 5 "status not counting it as running" status_has '"running_commands":0'
+out=$(req d2 '{"id":"d2","op":"exec","shell":"echo again","detach":true,"log":"logs/d1.log"}')
+assert_contains "$out" '"ok":true,"code":0' "a detached command that ends at once"
+wait_until 5 "a second command's output appended" log_has again
+log_has started || fail "the log was not appended to: $(cat "$ROOT/logs/d1.log")"
+kill "$pid"
+reaped() { [ ! -e "/proc/$pid" ]; } # a zombie still has its /proc entry
+wait_until 5 "the detached command reaped once it ended" reaped
+out=$(req d3 '{"id":"d3","op":"exec","shell":"true","detach":true,"timeout_s":5}')
+assert_eq '{"id":"d3","ok":false,"error":"timeout_s does not go with \"detach\": true (a detached command runs on after its answer)"}' "$out" "detach with a timeout"
+out=$(req d4 '{"id":"d4","op":"exec","shell":"true","log":"x.log"}')
+assert_eq '{"id":"d4","ok":false,"error":"log goes with \"detach\": true (a command waited for answers with its output)"}' "$out" "log without detach"
+out=$(req d5 '{"id":"d5","op":"exec","shell":"true","detach":true,"log":"../x.log"}')
+assert_eq "{\"id\":\"d5\",\"ok\":false,\"error\":\"log: path '../x.log' escapes the VM's disk ('..' is not allowed)\"}" "$out" "a log outside the disk"
+out=$(req d6 '{"id":"d6","op":"exec","shell":"true","detach":"yes"}')
+assert_eq '{"id":"d6","ok":false,"error":"detach must be true or false"}' "$out" "detach not a boolean"
+out=$(req d7 '{"id":"d7","op":"exec","argv":["no-such-program"],"detach":true}')
+assert_eq "{\"id\":\"d7\",\"ok\":false,\"error\":\"cannot run 'no-such-program': no such file or directory\"}" "$out" "a detached program that cannot start"
 
 step "put_file then get_file: atomic, mode applied, on disk under the root"
 out=$(req f1 '{"id":"f1","op":"put_file","path":"/etc/app/app.conf","content":"a=1\nb=2\n","mode":"0640"}')
