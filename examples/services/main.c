@@ -7,7 +7,8 @@
  * signals, the --watch lifecycle and the single-threaded poll() loop that
  * drives every connection (conn.c) of the mode (modes.c). The one thing a
  * reader must know: the service lives only as long as the process named by
- * --watch (on a local-driver VM, the VM's cfm-agent), so killing a VM kills
+ * --watch (on a local-driver VM, the VM's cfm-agent; "--watch parent" names
+ * the process that started it), so killing a VM kills
  * its services although they run in sessions of their own. Exit status: 0
  * on SIGTERM/SIGINT or when the watched process is gone, 2 for a bad
  * command line, 1 for a failure at start-up.
@@ -43,7 +44,8 @@ static const char usage[] =
     "                   [--sync-from IP:PORT] --watch PID\n"
     "       common: [--name NAME] [--pidfile FILE]; --listen up to 4 times\n"
     "The services of the example web 3-tier system; see examples/services/README.md.\n"
-    "Each exits when the process --watch names is gone, and on SIGTERM.\n";
+    "Each exits when the process --watch names is gone (\"--watch parent\": the process\n"
+    "that started it), and on SIGTERM.\n";
 
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_signal;
@@ -207,6 +209,14 @@ static void parse_args(struct cfm_svc *svc, int argc, char **argv)
             svc->has_replica = true;
             break;
         case 'w':
+            if (strcmp(optarg, "parent") == 0) {
+                /* The process that started this one: on a local VM, the
+                 * agent of a detached start (run_agent_command's detach). */
+                svc->watch = getppid();
+                if (svc->watch <= 1)
+                    bad_flag("--watch", optarg, "names no live parent (orphaned already)");
+                break;
+            }
             errno = 0;
             v = strtol(optarg, &end, 10);
             if (errno || end == optarg || *end || v < 1 || v > INT_MAX)

@@ -70,7 +70,7 @@ set_backends() {  # set_backends LINE...: rewrites the lb's file atomically
     mv "$BACKENDS.tmp" "$BACKENDS"
 }
 
-for var in P_DB P_W1 P_W2 P_W3 P_LB P_WW; do new_port "$var"; done
+for var in P_DB P_W1 P_W2 P_W3 P_LB P_WW P_WP; do new_port "$var"; done
 DATA=$TMP/vm-db/volumes/db-data
 BACKENDS=$TMP/vm-lb/etc/cfm-lb/backends.conf
 mkdir -p "$(dirname "$BACKENDS")"
@@ -235,6 +235,21 @@ rc=0
 "$SVC" web --listen 127.0.0.1:1 --name w --watch "$OWNER" --watch 999999999 2>"$TMP/usage.err" ||
     rc=$?
 assert_eq 2 "$rc" "exit status when the watched process does not exist"
+
+step "--watch parent: a service follows the process that started it"
+# The parent starts the service and becomes a sleep (exec keeps its pid):
+# as an agent that started a service detached.
+bash -c '"$1" web --listen "127.0.0.1:$2" --name web-p --watch parent --pidfile "$3" \
+    >>"$4" 2>&1 & exec sleep 1000' _ "$SVC" "$P_WP" "$TMP/web-p.pid" "$TMP/web-p.log" &
+PIDS[parent]=$!
+wait_until 10 "web-p pidfile" test -s "$TMP/web-p.pid"
+web_p=$(cat "$TMP/web-p.pid")
+assert_eq ok "$(body "$P_WP" /health)" "web-p serving"
+kill -KILL "${PIDS[parent]}"
+wait "${PIDS[parent]}" 2>/dev/null
+unset "PIDS[parent]"
+wait_until 5 "web-p exits after its parent" gone "$web_p"
+assert_contains "$(cat "$TMP/web-p.log")" "the watched process is gone (pid" "web-p's last words"
 
 step "--watch: every service of the owner exits with it"
 kill -KILL "$OWNER"
