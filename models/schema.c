@@ -466,10 +466,25 @@ static const struct field health_fields[] = {
 };
 static const struct schema health_schema = SCHEMA(health_fields, true, NULL);
 
+/* A path on a VM: no control characters, no ".." component. */
+static enum cfm_err check_vm_path(struct vctx *c, const json_t *v)
+{
+    const char *s = json_string_value(v), *p;
+
+    for (size_t i = 0; s[i]; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return fail(c, "must not contain control characters");
+    for (p = s; (p = strstr(p, "..")); p += 2)
+        if ((p == s || p[-1] == '/') && (p[2] == '/' || p[2] == '\0'))
+            return fail(c, "must not contain a '..' component");
+    return CFM_OK;
+}
+
 static const struct field service_fields[] = {
     F_TEXT("start", false),
     F_TEXT("stop", false),
     F_OBJECT("health", false, &health_schema),
+    {.name = "log", .type = F_STR, .min = 1, .max = PATH_MAX_LEN, .check = check_vm_path},
 };
 static const struct schema service_schema = SCHEMA(service_fields, true, NULL);
 
@@ -544,18 +559,9 @@ static const struct field element_fields[] = {
 
 static enum cfm_err check_file_path(struct vctx *c, const json_t *v)
 {
-    const char *s = json_string_value(v), *p;
-    size_t i;
-
-    if (s[0] != '/')
+    if (json_string_value(v)[0] != '/')
         return fail(c, "must be an absolute path (starting with '/')");
-    for (i = 0; s[i]; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return fail(c, "must not contain control characters");
-    for (p = s; (p = strstr(p, "..")); p += 2)
-        if (p[-1] == '/' && (p[2] == '/' || p[2] == '\0'))
-            return fail(c, "must not contain a '..' component");
-    return CFM_OK;
+    return check_vm_path(c, v);
 }
 
 static enum cfm_err check_mode(struct vctx *c, const json_t *v)

@@ -175,12 +175,31 @@ function M.healthy(el, vm, timeout, name)
                       limit, last))
 end
 
+-- What makes a command line need a shell: quotes, expansions, redirections,
+-- pipes, lists, globs, comments, assignments. A line without any is words.
+local SHELL_SYNTAX = "[|&;<>()$`\\\"'*?%[%]#~{}=\n]"
+
+-- The command that starts a service: with service.log the service is
+-- started detached (the agent answers once it runs; its output goes to that
+-- file of the VM's disk), and a line of plain words runs without a shell
+-- (one process rather than three: the shell, its fork for "&", the service);
+-- without it, the line is a shell command that puts the service in the
+-- background itself.
+local function start_command(s, line)
+  if not s.log then return line, nil end
+  local opts = {detach = true, log = s.log}
+  if line:find(SHELL_SYNTAX) then return line, opts end
+  local argv = {}
+  for word in line:gmatch("%S+") do argv[#argv + 1] = word end
+  return argv, opts
+end
+
 -- Starts the service of an element on a VM (already configured) and waits
 -- until that very instance answers its health check.
 function M.start_service(el, vm, name, extra, lists)
   local s = el.body.service
   if not s or not s.start then return end
-  local r = run_agent_command(vm, render(s.start, M.vars(vm, name, extra, lists)))
+  local r = run_agent_command(vm, start_command(s, render(s.start, M.vars(vm, name, extra, lists))))
   if r.code ~= 0 then
     error(string.format("%s on %s: start failed (%d): %s", el.id, vm.id, r.code, r.stderr))
   end

@@ -14,11 +14,20 @@ dr_broker site-a
 dr_broker site-b site-a
 dr_manager site-a 6
 dr_manager site-b 4           # room for the replica (2), not for db + 2 web + lb (5)
-dr_ctl site-a system load "$CFM_SRC/examples/web3tier.json" >/dev/null || fail "load"
+# The lb's start line takes the other path of a detached start: with shell
+# syntax (quotes) it runs through "sh -c" (lib/system.lua start_command).
+# Split into words instead, the name would keep its quotes, and the health
+# check, which asks for the instance by name, would fail the deploy.
+sed -e "s|\"start\": \"{{bin}}/cfm-svc lb \\(.*\\) --name {{name}} |\"start\": \"exec {{bin}}/cfm-svc lb \\1 --name '{{name}}' |" \
+    "$CFM_SRC/examples/web3tier.json" >"$TMP/shop.json"
+grep -q "\"exec {{bin}}/cfm-svc lb .* --name '{{name}}' " "$TMP/shop.json" || fail "test setup: lb line"
+dr_ctl site-a system load "$TMP/shop.json" >/dev/null || fail "load"
 
 say "deploy at site-a and write some data"
 dr_run site-a deploy '{}' 180 >/dev/null
 LB_A=$(dr_public site-a)
+grep -q "listening on $LB_A:8000" "$DIR"/site-a/vms/*/disk/lb.log ||
+    fail "the lb's output is not in its log (service.log): $(cat "$DIR"/site-a/vms/*/disk/lb.log)"
 curl -sf --max-time 3 -X PUT --data "kept" "http://$LB_A:8000/kv/k1" >/dev/null || fail "write"
 
 # The db copies each write to the replica at site-b within a bounded time

@@ -348,7 +348,7 @@ static const struct body_case body_cases[] = {
     {EL, "{\"vm_class\":\"small\"}", NULL},
     {EL, "{\"vm_class\":\"small\",\"count\":2,\"min\":1,\"max\":8,\"depends_on\":[\"db\","
          "\"cache\"],\"config_templates\":[\"lb-conf\"],\"volumes\":[\"v1\",\"v2\"],"
-         "\"address\":\"pub\",\"description\":\"d\",\"service\":{\"start\":\"s\","
+         "\"address\":\"pub\",\"description\":\"d\",\"service\":{\"start\":\"s\",\"log\":\"s.log\","
          "\"stop\":\"t\",\"health\":{\"http\":\"/health?x=1\",\"port\":8080,"
          "\"timeout_s\":600}}}", NULL},
     {EL, "{\"vm_class\":\"s\",\"count\":0,\"min\":0,\"max\":0}", NULL},
@@ -381,7 +381,13 @@ static const struct body_case body_cases[] = {
      "address: must be a string, the Address id"},
     {EL, "{\"vm_class\":\"s\",\"service\":\"web\"}", "service: must be an object"},
     {EL, "{\"vm_class\":\"s\",\"service\":{\"restart\":\"x\"}}",
-     "service: unknown field 'restart' (known: start, stop, health)"},
+     "service: unknown field 'restart' (known: start, stop, health, log)"},
+    {EL, "{\"vm_class\":\"s\",\"service\":{\"log\":\"\"}}",
+     "service.log: must be a string of 1 to 1024 bytes"},
+    {EL, "{\"vm_class\":\"s\",\"service\":{\"log\":\"../web.log\"}}",
+     "service.log: must not contain a '..' component"},
+    {EL, "{\"vm_class\":\"s\",\"service\":{\"log\":\"logs/w\\nx\"}}",
+     "service.log: must not contain control characters"},
     {EL, "{\"vm_class\":\"s\",\"service\":{\"start\":1}}", "service.start: must be a string"},
     {EL, "{\"vm_class\":\"s\",\"service\":{\"health\":{\"http\":\"/h\"}}}",
      "service.health.port: is required (an integer from 1 to 65535)"},
