@@ -411,6 +411,7 @@ static void maybe_finish(struct cfm_agent *a)
     if (a->closed || !a->offline_done || a->nrunning > 0 || !a->procs_gone)
         return;
     a->closed = true;
+    cfm_agent_exec_forget_detached();
     cfm_bus_close(a->bus);
     a->bus = NULL;
     uv_close((uv_handle_t *)&a->status_timer, NULL);

@@ -102,6 +102,7 @@ struct cfm_agent_exec {
     int handles; /* handles not yet closed */
     bool exited, timed_out;
     bool detached; /* answered once it runs; reaped when it ends */
+    struct cfm_agent_exec *next_detached, **prev_detached; /* in detached_list */
     const char *abort_reason;
     int64_t exit_status;
     int term_signal;
@@ -128,8 +129,17 @@ struct request {
     char log[PATH_MAX]; /* detach: where stdout and stderr go; "" = /dev/null */
 };
 
+/* The detached commands whose end is still watched: let go of at the
+ * agent's stop (cfm_agent_exec_forget_detached). One agent a process. */
+static struct cfm_agent_exec *detached_list;
+
 static void finish(struct cfm_agent_exec *x)
 {
+    if (x->prev_detached) {
+        *x->prev_detached = x->next_detached;
+        if (x->next_detached)
+            x->next_detached->prev_detached = x->prev_detached;
+    }
     json_t *result = NULL, *out = NULL, *err = NULL;
 
     if (x->done && !x->abort_reason) {
@@ -748,9 +758,25 @@ static enum cfm_err start_detached(uv_loop_t *loop, const struct request *r, cha
     x->handles++;
     watch_gone(loop, x);
     uv_timer_start(&x->timer, on_detached, 0, 0);
+    x->next_detached = detached_list;
+    if (detached_list)
+        detached_list->prev_detached = &x->next_detached;
+    x->prev_detached = &detached_list;
+    detached_list = x;
     if (out)
         *out = x;
     return CFM_OK;
+}
+
+void cfm_agent_exec_forget_detached(void)
+{
+    for (struct cfm_agent_exec *x = detached_list; x; x = x->next_detached) {
+        if (x->exited)
+            continue;
+        x->exited = true; /* not waited for: it lives on, an orphan once the agent is gone */
+        close_handle(x, (uv_handle_t *)&x->gone);
+        check_over(x);
+    }
 }
 
 /* Gives the agent's ends of the pipes (stdin's write end, the read ends

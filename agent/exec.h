@@ -41,6 +41,11 @@ enum cfm_err cfm_agent_exec_start(uv_loop_t *loop, const char *vm, const char *r
  * again, it also stops waiting for the command's exit. */
 void cfm_agent_exec_abort(struct cfm_agent_exec *x, const char *reason);
 
+/* Stops watching the detached commands still running (the agent stops and
+ * leaves them running: a real VM's services outlive its agent); each one's
+ * handles close and its memory goes. */
+void cfm_agent_exec_forget_detached(void);
+
 /* Sends sig to every process of VM vm (those whose environment carries
  * CFM_VM=<vm>: commands and what they left running, e.g. services), so a
  * VM's processes stop with its agent; sig 0 sends nothing. Returns how

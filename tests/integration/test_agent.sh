@@ -423,26 +423,38 @@ assert_eq 0 "$(find "$ROOT/.cfm-agent/answers" -name 'h*.json' -o -name 'last-ge
 # writes its pid first.
 SERVICE='{"id":"ID","op":"exec","shell":"sh -c '"'"'trap \"sleep 0.3; echo clean > svc.stopped; exit 0\" TERM; echo $$ > svc.pid; while :; do sleep 0.05; done'"'"' >/dev/null 2>&1 </dev/null &"}'
 alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+DETACHED='{"id":"ID","op":"exec","argv":["sh","-c","echo $$ > dsvc.pid; exec sleep '$LONG'"],"detach":true}'
 
 step "without --stop-vm-processes (a real VM): the VM's services outlive a restart of the agent"
 start_agent
 rm -f "$ROOT/svc.pid"
+rm -f "$ROOT/dsvc.pid"
 req s1 "${SERVICE/ID/s1}" >/dev/null
+req sd1 "${DETACHED/ID/sd1}" >/dev/null
 wait_until 10 "the service's pid" test -s "$ROOT/svc.pid"
+wait_until 10 "the detached service's pid" test -s "$ROOT/dsvc.pid"
 svc=$(cat "$ROOT/svc.pid")
+dsvc=$(cat "$ROOT/dsvc.pid")
+KILL_GROUPS+=("$dsvc")
 stop_agent
 alive "$svc" || fail "the service $svc died with the agent"
-kill -TERM "$svc"
+alive "$dsvc" || fail "the detached service $dsvc died with the agent"
+kill -TERM "$svc" "$dsvc"
 wait_until 10 "the service to stop" sh -c "! kill -0 $svc 2>/dev/null || [ \"\$(awk '{print \$3}' /proc/$svc/stat)\" = Z ]"
 
 step "with --stop-vm-processes (the agent is the VM): it exits once the VM's services are gone"
 start_agent --stop-vm-processes
 rm -f "$ROOT/svc.pid" "$ROOT/svc.stopped"
+rm -f "$ROOT/dsvc.pid"
 req s2 "${SERVICE/ID/s2}" >/dev/null
+req sd2 "${DETACHED/ID/sd2}" >/dev/null
 wait_until 10 "the service's pid" test -s "$ROOT/svc.pid"
+wait_until 10 "the detached service's pid" test -s "$ROOT/dsvc.pid"
 svc=$(cat "$ROOT/svc.pid")
+dsvc=$(cat "$ROOT/dsvc.pid")
 stop_agent
 alive "$svc" && fail "the agent exited while the VM's service $svc was still stopping"
+alive "$dsvc" && fail "the agent exited while the VM's detached service $dsvc was still running"
 assert_eq clean "$(cat "$ROOT/svc.stopped" 2>/dev/null)" "the service's own clean stop, before the agent exited"
 
 if grep -E "handles were left open|runtime error|Sanitizer" "$TMP/agent-vm1.log"; then
