@@ -168,12 +168,17 @@ dr_kill_site() {
 
 dr_cleanup() {
     for pid in "${DR_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    # The managers first: a run may be starting a VM right now (failback's
+    # replica at the standby), and its record is written by the time its
+    # manager has exited, not necessarily when the TERM arrives.
+    wait "${DR_PIDS[@]}" 2>/dev/null
     for vmjson in "$DIR"/*/vms/*/vm.json; do
         [ -f "$vmjson" ] || continue
         local pid
         pid=$(grep -o '"pid": *[0-9]*' "$vmjson" | grep -o '[0-9]*$')
         [ "${pid:-0}" -gt 0 ] && kill -KILL -- "-$pid" 2>/dev/null  # 0: terminated (and "-0" is our own group)
     done
+    pkill -KILL -f -- "cfm-agent .*--root $DIR/" 2>/dev/null # one no record names (a killed manager's)
     wait 2>/dev/null
     local n
     for n in "${DR_NET[@]}"; do

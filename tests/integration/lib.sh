@@ -30,6 +30,9 @@ cleanup() {
         vmpid=$(grep -o '"pid": *[0-9]*' "$vmjson" | grep -o '[0-9]*$')
         [ "${vmpid:-0}" -gt 0 ] && kill -KILL -- "-$vmpid" 2>/dev/null  # 0: terminated (and "-0" is our own group)
     done
+    # An agent whose manager was killed between its spawn and its record:
+    # found by its disk, which lies under this test's directory.
+    pkill -KILL -f -- "cfm-agent .*--root $TMP/" 2>/dev/null
     wait 2>/dev/null
     if [ "$status" -ne 0 ]; then
         echo "--- $TEST_NAME failed; logs from $TMP:" >&2
