@@ -135,12 +135,13 @@ static struct cfm_agent_exec *detached_list;
 
 static void finish(struct cfm_agent_exec *x)
 {
-    if (x->prev_detached) {
+    json_t *result = NULL, *out = NULL, *err = NULL;
+
+    if (x->prev_detached) { /* out of detached_list */
         *x->prev_detached = x->next_detached;
         if (x->next_detached)
             x->next_detached->prev_detached = x->prev_detached;
     }
-    json_t *result = NULL, *out = NULL, *err = NULL;
 
     if (x->done && !x->abort_reason) {
         out = cfm_agent_text_json(x->out.buf ? x->out.buf : "", x->out.len);
