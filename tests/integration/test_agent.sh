@@ -24,8 +24,14 @@ STATUS_TOPIC=cfm/v1/agent/$VM/status
 KILL_GROUPS=()    # process groups a test left running on purpose
 
 cleanup_groups() {
+    local p
     for g in "${KILL_GROUPS[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
     KILL_GROUPS=()
+    # Whatever this run's commands left running (a run cut short leaves its
+    # services): every process whose environment names this run's VM.
+    for p in /proc/[0-9]*; do
+        tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qx "CFM_VM=$VM" && kill -KILL "${p#/proc/}" 2>/dev/null
+    done
 }
 trap 'rc=$?; cleanup_groups; (exit "$rc"); cleanup' EXIT
 
