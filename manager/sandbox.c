@@ -239,8 +239,9 @@ static bool module_name_ok(const char *name)
 }
 
 /* Reads path (at most SCRIPT_MAX) and compiles it with the _ENV prefix
- * under chunkname; pushes the function, or returns an error with why. */
-/* hash (char[65], may be NULL) gets the SHA-256 of the file's text. */
+ * under chunkname; pushes the function, or returns an error with why.
+ * hash (CFM_SHA256_HEX_LEN + 1 bytes, may be NULL) gets the SHA-256 of the
+ * file's text. */
 static int compile_file(lua_State *L, const char *path, const char *chunkname, char *hash,
                         struct cfm_why *why)
 {
